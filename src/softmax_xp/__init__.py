@@ -1,0 +1,29 @@
+"""softmax_xp: softmax, log_softmax, their Jacobians, JVPs and VJPs on every array library.
+
+Written once against the Python array API standard and dispatched through array-api-compat to
+NumPy, PyTorch, JAX, CuPy, Dask and array-api-strict. Importing it imports neither torch nor jax.
+"""
+
+from ._api import (
+    log_softmax,
+    log_softmax_jacobian,
+    log_softmax_jvp,
+    log_softmax_vjp,
+    softmax,
+    softmax_jacobian,
+    softmax_jvp,
+    softmax_vjp,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "log_softmax",
+    "log_softmax_jacobian",
+    "log_softmax_jvp",
+    "log_softmax_vjp",
+    "softmax",
+    "softmax_jacobian",
+    "softmax_jvp",
+    "softmax_vjp",
+]

@@ -1,0 +1,153 @@
+"""Layer 2: the generic kernels, in pure array-API-standard code.
+
+This is the single source of truth: it runs on array-api-strict, and every backend fast path is
+tested against it. Every function takes ``xp`` as a required keyword, an already-normalised
+``axis`` (a sorted tuple of non-negative ints), arrays already in the working dtype (float32 or
+float64), and, where it applies, a boolean ``where`` already broadcast to the input's shape.
+
+No in-place writes (JAX arrays are immutable); new arrays follow the input's device and dtype.
+The numerics follow ``jax.nn.softmax`` / ``jax.nn.log_softmax``: the shift by the slice maximum
+is the only difference from the textbook formula, and masked-out entries never reach ``exp``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from array_api_compat import device as _device
+
+Array = Any
+Namespace = Any
+
+__all__ = [
+    "log_softmax",
+    "log_softmax_jacobian",
+    "log_softmax_jvp",
+    "log_softmax_vjp",
+    "softmax",
+    "softmax_jacobian",
+    "softmax_jvp",
+    "softmax_vjp",
+]
+
+
+def _const(xp: Namespace, like: Array, value: float) -> Array:
+    return xp.asarray(value, dtype=like.dtype, device=_device(like))
+
+
+def _empty_slices(x: Array, axis: tuple[int, ...]) -> bool:
+    return math.prod(x.shape[a] for a in axis) == 0
+
+
+def _masked_shift(x: Array, axis: tuple[int, ...], where: Array | None, xp: Namespace) -> Array:
+    """``x - max(x)`` over each slice; masked-out entries become ``-inf``."""
+    if where is None:
+        return x - xp.max(x, axis=axis, keepdims=True)
+    neg_inf = _const(xp, x, -math.inf)
+    xm = xp.where(where, x, neg_inf)
+    m = xp.max(xm, axis=axis, keepdims=True)
+    # An all-masked slice has max -inf; shift it by 0 so that no NaN is ever formed.
+    any_valid = xp.any(where, axis=axis, keepdims=True)
+    m = xp.where(any_valid, m, _const(xp, x, 0.0))
+    return xm - m
+
+
+def softmax(x: Array, /, *, axis: tuple[int, ...], where: Array | None = None, xp: Namespace) -> Array:
+    """``exp(x - max) / sum(exp(x - max))`` over the slices along ``axis``."""
+    if _empty_slices(x, axis):
+        return xp.zeros_like(x)
+    e = xp.exp(_masked_shift(x, axis, where, xp))
+    s = xp.sum(e, axis=axis, keepdims=True)
+    if where is None:
+        return e / s
+    any_valid = xp.any(where, axis=axis, keepdims=True)
+    s = xp.where(any_valid, s, _const(xp, s, 1.0))  # all-masked: 0 / 1, not 0 / 0
+    return xp.where(where, e / s, _const(xp, e, 0.0))
+
+
+def log_softmax(
+    x: Array, /, *, axis: tuple[int, ...], where: Array | None = None, xp: Namespace
+) -> Array:
+    """``(x - max) - log(sum(exp(x - max)))``; masked-out entries are ``-inf``."""
+    if _empty_slices(x, axis):
+        return xp.zeros_like(x)
+    shifted = _masked_shift(x, axis, where, xp)
+    s = xp.sum(xp.exp(shifted), axis=axis, keepdims=True)
+    if where is None:
+        return shifted - xp.log(s)
+    # An all-masked slice sums to 0: take log(1) there (its entries are all masked out anyway).
+    any_valid = xp.any(where, axis=axis, keepdims=True)
+    s = xp.where(any_valid, s, _const(xp, s, 1.0))
+    return xp.where(where, shifted - xp.log(s), _const(xp, shifted, -math.inf))
+
+
+def _dot(a: Array, b: Array, axis: tuple[int, ...], xp: Namespace) -> Array:
+    return xp.sum(a * b, axis=axis, keepdims=True)
+
+
+def softmax_jvp(y: Array, v: Array, /, *, axis: tuple[int, ...], xp: Namespace) -> Array:
+    """``J v = y * (v - <y, v>)`` per slice, from the forward output ``y``."""
+    if _empty_slices(y, axis):
+        return xp.zeros_like(y)
+    return y * (v - _dot(y, v, axis, xp))
+
+
+def softmax_vjp(y: Array, g: Array, /, *, axis: tuple[int, ...], xp: Namespace) -> Array:
+    """``gᵀ J = y * (g - <g, y>)`` per slice (J is symmetric)."""
+    if _empty_slices(y, axis):
+        return xp.zeros_like(y)
+    return y * (g - _dot(g, y, axis, xp))
+
+
+def log_softmax_jvp(
+    l: Array, v: Array, /, *, axis: tuple[int, ...], where: Array | None = None, xp: Namespace  # noqa: E741
+) -> Array:
+    """``J v = v - <softmax, v>`` per slice; zero at masked-out entries."""
+    if _empty_slices(l, axis):
+        return xp.zeros_like(l)
+    zero = _const(xp, v, 0.0)
+    if where is not None:
+        v = xp.where(where, v, zero)
+    out = v - _dot(xp.exp(l), v, axis, xp)
+    return out if where is None else xp.where(where, out, zero)
+
+
+def log_softmax_vjp(
+    l: Array, g: Array, /, *, axis: tuple[int, ...], where: Array | None = None, xp: Namespace  # noqa: E741
+) -> Array:
+    """``gᵀ J = g - softmax * sum(g)`` per slice; zero at masked-out entries."""
+    if _empty_slices(l, axis):
+        return xp.zeros_like(l)
+    zero = _const(xp, g, 0.0)
+    if where is not None:
+        g = xp.where(where, g, zero)
+    out = g - xp.exp(l) * xp.sum(g, axis=axis, keepdims=True)
+    return out if where is None else xp.where(where, out, zero)
+
+
+def to_rows(y: Array, axis: tuple[int, ...], xp: Namespace) -> Array:
+    """Move the softmax axes last and flatten them (C order): shape ``batch + (C,)``."""
+    batch = tuple(a for a in range(y.ndim) if a not in axis)
+    order = batch + axis
+    if order != tuple(range(y.ndim)):
+        y = xp.permute_dims(y, order)
+    c = math.prod(y.shape[len(batch) :])
+    return xp.reshape(y, y.shape[: len(batch)] + (c,))
+
+
+def softmax_jacobian(y: Array, /, *, axis: tuple[int, ...], xp: Namespace) -> Array:
+    """Dense ``diag(y) - y yᵀ`` per slice, shape ``batch + (C, C)``."""
+    rows = to_rows(y, axis, xp)
+    c = rows.shape[-1]
+    eye = xp.eye(c, dtype=rows.dtype, device=_device(rows))
+    col = xp.expand_dims(rows, axis=-1)
+    return col * (eye - xp.expand_dims(rows, axis=-2))
+
+
+def log_softmax_jacobian(l: Array, /, *, axis: tuple[int, ...], xp: Namespace) -> Array:  # noqa: E741
+    """Dense ``I - 1 softmaxᵀ`` per slice, shape ``batch + (C, C)``."""
+    p = xp.exp(to_rows(l, axis, xp))
+    c = p.shape[-1]
+    eye = xp.eye(c, dtype=p.dtype, device=_device(p))
+    return eye - xp.expand_dims(p, axis=-2)

@@ -1,0 +1,257 @@
+"""Layer 1: validation and normalisation, written once and used by every public function.
+
+Everything here is about arguments (namespace, axis, dtype, shapes, masks); nothing here computes.
+It never reads array values, so it is safe under ``jax.jit`` tracing and on lazy Dask arrays.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from dataclasses import dataclass
+from typing import Any
+
+import array_api_compat
+
+Array = Any
+Namespace = Any
+AxisArg = int | tuple[int, ...] | None
+
+__all__ = [
+    "Prepared",
+    "namespace",
+    "normalize_axis",
+    "prepare_forward",
+    "prepare_pair",
+    "prepare_single",
+    "restore_dtype",
+]
+
+
+def _describe(obj: object) -> str:
+    return f"{type(obj).__module__}.{type(obj).__qualname__}"
+
+
+def namespace(func: str, xp: Namespace | None, /, **arrays: Array | None) -> Namespace:
+    """Return the array-API namespace shared by ``arrays`` (``None`` values are skipped).
+
+    Raises ``TypeError`` naming the argument when a value is not an array, or when
+    arrays from two different libraries are mixed.
+    """
+    first_name: str | None = None
+    first_ns: Namespace | None = None
+    for name, arr in arrays.items():
+        if arr is None:
+            continue
+        if not array_api_compat.is_array_api_obj(arr) or isinstance(arr, (bool, int, float, complex)):
+            raise TypeError(
+                f"{func}: argument `{name}` must be an array of an array-API library "
+                f"(NumPy, PyTorch, JAX, CuPy, Dask, ...), got {_describe(arr)}"
+            )
+        ns = array_api_compat.array_namespace(arr)
+        if first_ns is None:
+            first_name, first_ns = name, ns
+        elif ns is not first_ns:
+            raise TypeError(
+                f"{func}: arguments `{first_name}` and `{name}` come from different array "
+                f"libraries ({first_ns.__name__} and {ns.__name__}); convert one of them first"
+            )
+    if first_ns is None:  # pragma: no cover - every public function has a required array
+        raise TypeError(f"{func}: no array argument given")
+    if xp is None:
+        return first_ns
+    if not hasattr(xp, "exp") or not hasattr(xp, "sum"):
+        raise TypeError(f"{func}: argument `xp` must be an array-API namespace, got {xp!r}")
+    return xp
+
+
+def normalize_axis(func: str, axis: AxisArg, ndim: int) -> tuple[int, ...]:
+    """Turn ``axis`` (int, tuple of ints, or None) into a sorted tuple of non-negative ints."""
+    if axis is None:
+        return tuple(range(ndim))
+    items: tuple[Any, ...] = axis if isinstance(axis, tuple) else (axis,)
+    out: list[int] = []
+    for a in items:
+        if isinstance(a, bool):
+            raise TypeError(f"{func}: argument `axis` must be an int, a tuple of ints or None, got {a!r}")
+        try:
+            a = operator.index(a)
+        except TypeError:
+            raise TypeError(
+                f"{func}: argument `axis` must be an int, a tuple of ints or None, got {axis!r}"
+            ) from None
+        if not -ndim <= a < ndim:
+            raise ValueError(
+                f"{func}: argument `axis` = {axis!r} is out of range for an array with {ndim} "
+                f"dimension{'s' if ndim != 1 else ''}"
+            )
+        a %= ndim
+        if a in out:
+            raise ValueError(f"{func}: argument `axis` = {axis!r} repeats axis {a}")
+        out.append(a)
+    if isinstance(axis, tuple) and not out and ndim > 0:
+        raise ValueError(f"{func}: argument `axis` is an empty tuple; give at least one axis or None")
+    return tuple(sorted(out))
+
+
+def _is_real_floating(xp: Namespace, dtype: Any) -> bool:
+    try:
+        return bool(xp.isdtype(dtype, "real floating"))
+    except Exception:
+        return False
+
+
+def _is_complex(xp: Namespace, dtype: Any) -> bool:
+    try:
+        return bool(xp.isdtype(dtype, "complex floating"))
+    except Exception:
+        return False
+
+
+def _default_float(xp: Namespace, x: Array) -> Any:
+    try:
+        info = xp.__array_namespace_info__()
+        return info.default_dtypes(device=array_api_compat.device(x))["real floating"]
+    except Exception:  # pragma: no cover - namespaces without the inspection API
+        return xp.float64
+
+
+def _work_dtype(xp: Namespace, dtype: Any) -> Any:
+    """float32 / float64 compute in themselves; float16, bfloat16 (and friends) in float32."""
+    if dtype == xp.float32 or dtype == xp.float64:
+        return dtype
+    return xp.float32
+
+
+def _check_dtype(func: str, name: str, xp: Namespace, arr: Array) -> Any:
+    """Return the output dtype for an input array (promoting integers and bools)."""
+    dt = arr.dtype
+    if _is_complex(xp, dt):
+        raise TypeError(f"{func}: argument `{name}` has complex dtype {dt}; softmax is defined for real input")
+    if _is_real_floating(xp, dt):
+        return dt
+    try:
+        promotable = bool(xp.isdtype(dt, ("integral", "bool")))
+    except Exception:
+        promotable = False
+    if promotable:
+        return _default_float(xp, arr)
+    raise TypeError(f"{func}: argument `{name}` has unsupported dtype {dt}")
+
+
+def _shape(arr: Array) -> tuple[int, ...]:
+    return tuple(arr.shape)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Arguments after validation: arrays cast to the working dtype, the axes, the output dtype."""
+
+    xp: Namespace
+    arrays: tuple[Array, ...]
+    axis: tuple[int, ...]
+    where: Array | None
+    out_dtype: Any
+
+
+def _check_where(func: str, xp: Namespace, where: Array | None, shape: tuple[int, ...]) -> Array | None:
+    if where is None:
+        return None
+    if where.dtype != xp.bool:
+        raise TypeError(f"{func}: argument `where` must be a boolean array, got dtype {where.dtype}")
+    wshape = _shape(where)
+    if len(wshape) > len(shape) or any(
+        w not in (1, s) for w, s in zip(wshape[::-1], shape[::-1], strict=False)
+    ):
+        raise ValueError(
+            f"{func}: argument `where` with shape {wshape} does not broadcast to the input's shape {shape}"
+        )
+    if wshape != shape:
+        where = xp.broadcast_to(where, shape)
+    return where
+
+
+def _check_device(func: str, names: tuple[str, ...], arrays: tuple[Array, ...]) -> None:
+    try:
+        devices = [array_api_compat.device(a) for a in arrays]
+    except Exception:  # tracers and lazy arrays may not expose a device
+        return
+    for name, dev in zip(names[1:], devices[1:], strict=True):
+        try:
+            same = dev == devices[0]
+        except Exception:  # pragma: no cover
+            same = True
+        if not same:
+            raise ValueError(
+                f"{func}: argument `{name}` is on device {dev} but `{names[0]}` is on {devices[0]}; "
+                "move them to one device first"
+            )
+
+
+def _to(xp: Namespace, arr: Array, dtype: Any) -> Array:
+    return arr if arr.dtype == dtype else xp.astype(arr, dtype)
+
+
+def prepare_forward(
+    func: str, x: Array, axis: AxisArg, where: Array | None, dtype: Any, xp: Namespace | None
+) -> Prepared:
+    """Validate the arguments of ``softmax`` / ``log_softmax``."""
+    xp = namespace(func, xp, x=x, where=where)
+    if dtype is not None:
+        if _is_complex(xp, dtype):
+            raise TypeError(f"{func}: argument `dtype` = {dtype} is complex; softmax is defined for real input")
+        if not _is_real_floating(xp, dtype):
+            raise TypeError(f"{func}: argument `dtype` must be a real floating dtype of {xp.__name__}, got {dtype!r}")
+        _check_dtype(func, "x", xp, x)  # complex input is an error even with dtype=
+        out_dtype = dtype
+    else:
+        out_dtype = _check_dtype(func, "x", xp, x)
+    axes = normalize_axis(func, axis, x.ndim)
+    if where is not None:
+        _check_device(func, ("x", "where"), (x, where))
+    mask = _check_where(func, xp, where, _shape(x))
+    return Prepared(xp, (_to(xp, x, _work_dtype(xp, out_dtype)),), axes, mask, out_dtype)
+
+
+def prepare_single(func: str, name: str, y: Array, axis: AxisArg, xp: Namespace | None) -> Prepared:
+    """Validate the arguments of a Jacobian (one forward output)."""
+    xp = namespace(func, xp, **{name: y})
+    out_dtype = _check_dtype(func, name, xp, y)
+    axes = normalize_axis(func, axis, y.ndim)
+    return Prepared(xp, (_to(xp, y, _work_dtype(xp, out_dtype)),), axes, None, out_dtype)
+
+
+def prepare_pair(
+    func: str,
+    names: tuple[str, str],
+    y: Array,
+    v: Array,
+    axis: AxisArg,
+    where: Array | None,
+    xp: Namespace | None,
+) -> Prepared:
+    """Validate the arguments of a JVP / VJP: a forward output and a same-shaped vector."""
+    xp = namespace(func, xp, **{names[0]: y, names[1]: v}, where=where)
+    dt_y = _check_dtype(func, names[0], xp, y)
+    dt_v = _check_dtype(func, names[1], xp, v)
+    if _shape(y) != _shape(v):
+        raise ValueError(
+            f"{func}: arguments `{names[0]}` and `{names[1]}` must have the same shape, "
+            f"got {_shape(y)} and {_shape(v)}"
+        )
+    _check_device(func, names, (y, v))
+    out_dtype = dt_y if dt_y == dt_v else xp.result_type(dt_y, dt_v)
+    axes = normalize_axis(func, axis, y.ndim)
+    mask = _check_where(func, xp, where, _shape(y))
+    work = _work_dtype(xp, out_dtype)
+    return Prepared(xp, (_to(xp, y, work), _to(xp, v, work)), axes, mask, out_dtype)
+
+
+def restore_dtype(p: Prepared, result: Array) -> Array:
+    """Cast a result computed in the working dtype back to the output dtype."""
+    return _to(p.xp, result, p.out_dtype)
+
+
+def axis_size(shape: tuple[int, ...], axis: tuple[int, ...]) -> int:
+    """Number of elements of one softmax slice."""
+    return math.prod(shape[a] for a in axis)
