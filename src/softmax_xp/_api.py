@@ -247,8 +247,8 @@ def log_softmax_jvp(
     >>> import numpy as np
     >>> import softmax_xp as sx
     >>> l = sx.log_softmax(np.array([1.0, 2.0, 3.0]))
-    >>> sx.log_softmax_jvp(l, np.array([1.0, 1.0, 1.0]))
-    array([0., 0., 0.])
+    >>> sx.log_softmax_jvp(l, np.array([1.0, 0.0, 0.0]))
+    array([ 0.90996943, -0.09003057, -0.09003057])
     """
     p = _v.prepare_pair("log_softmax_jvp", ("l", "v"), l, v, axis, where, xp)
     out = _call("log_softmax_jvp", *p.arrays, axis=p.axis, where=p.where, xp=p.xp)
