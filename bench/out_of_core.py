@@ -24,6 +24,7 @@ runs only one of them.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -59,10 +60,8 @@ class PeakRSS:
     def sample(self) -> int:
         total = 0
         procs = [self._root]
-        try:
+        with contextlib.suppress(psutil.Error):  # the tree may change under us
             procs += self._root.children(recursive=True)
-        except psutil.Error:  # pragma: no cover - the tree changed under us
-            pass
         for p in procs:
             try:
                 total += p.memory_info().rss
@@ -87,7 +86,9 @@ class PeakRSS:
         self.peak = max(self.peak, self.sample())
 
 
-def build(gib: float, n_classes: int, row_chunk: int, class_chunk: int, seed: int) -> tuple[Any, ...]:
+def build(
+    gib: float, n_classes: int, row_chunk: int, class_chunk: int, seed: int
+) -> tuple[Any, ...]:
     """The lazy pipeline: returns (input array, the three reductions)."""
     n_rows = max(1, round(gib * GIB / (4 * n_classes)))
     rng = da.random.default_rng(seed)
@@ -134,11 +135,10 @@ def run_one(name: str, args: argparse.Namespace) -> dict[str, Any]:
         if name == "threads"
         else distributed_cluster(args.workers, args.worker_memory)
     )
-    with PeakRSS(args.interval) as mem:
-        with ctx as compute:
-            t0 = time.perf_counter()
-            values = compute(*checks)
-            wall = time.perf_counter() - t0
+    with PeakRSS(args.interval) as mem, ctx as compute:
+        t0 = time.perf_counter()
+        values = compute(*checks)
+        wall = time.perf_counter() - t0
     y_err, dx_rowsum, dx_sq = (float(v) for v in values)
     return {
         "scheduler": name,
@@ -159,11 +159,19 @@ def run_one(name: str, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--gib", type=float, default=32.0, help="input size in GiB of float32 (default 32)")
-    ap.add_argument("--classes", type=int, default=2**16, help="C, the softmax axis length (default 65536)")
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--gib", type=float, default=32.0, help="input size in GiB of float32 (default 32)"
+    )
+    ap.add_argument(
+        "--classes", type=int, default=2**16, help="C, the softmax axis length (default 65536)"
+    )
     ap.add_argument("--row-chunk", type=int, default=1024, help="rows per chunk (default 1024)")
-    ap.add_argument("--class-chunk", type=int, default=2**14, help="classes per chunk (default 16384)")
+    ap.add_argument(
+        "--class-chunk", type=int, default=2**14, help="classes per chunk (default 16384)"
+    )
     ap.add_argument("--workers", type=int, default=2, help="threads / worker processes (default 2)")
     ap.add_argument("--worker-memory", default="2GiB", help="LocalCluster memory_limit per worker")
     ap.add_argument("--schedulers", default="threads,distributed", help="comma separated list")
@@ -186,10 +194,12 @@ def main(argv: list[str] | None = None) -> int:
         r = run_one(name, args)
         results.append(r)
         print(
-            f"{r['scheduler']:12s} input {r['input_gib']:.2f} GiB {tuple(r['shape'])} in {r['n_chunks']} chunks "
-            f"of {r['chunk_mib']:.0f} MiB | wall {r['wall_s']:.1f} s ({r['throughput_gib_s']:.3f} GiB/s) | "
+            f"{r['scheduler']:12s} input {r['input_gib']:.2f} GiB {tuple(r['shape'])} "
+            f"in {r['n_chunks']} chunks of {r['chunk_mib']:.0f} MiB | "
+            f"wall {r['wall_s']:.1f} s ({r['throughput_gib_s']:.3f} GiB/s) | "
             f"peak RSS {r['peak_rss_gib']:.2f} GiB (baseline {r['baseline_rss_gib']:.2f}) | "
-            f"max|sum y - 1| {r['max_abs_sum_y_minus_1']:.2e}, max|sum dx| {r['max_abs_rowsum_dx']:.2e}",
+            f"max|sum y - 1| {r['max_abs_sum_y_minus_1']:.2e}, "
+            f"max|sum dx| {r['max_abs_rowsum_dx']:.2e}",
             flush=True,
         )
     if args.json:
