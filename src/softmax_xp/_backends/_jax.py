@@ -2,6 +2,112 @@
 
 Each function here has the signature of its twin in ``softmax_xp._generic`` and returns
 ``NotImplemented`` where it does not apply. Kernels not defined here use the generic code.
+
+Every kernel is the generic one compiled once with ``jax.jit`` per ``(kernel, axis, has_where)``
+(cached here), so XLA fuses it: the forward into the same program as ``jax.nn.softmax``, the
+JVP/VJP ``y * (g - sum(g * y))`` into one pass that keeps only the output ``y`` (no forward pass
+recomputed, unlike ``jax.vjp`` of ``jax.nn.softmax`` without residuals at hand), and the dense
+Jacobian into one write of its output. Eager callers skip op-by-op dispatch; inside an outer
+trace (``jit``, ``grad``, ``vmap``, the ``custom_jvp`` of layer 4) the jitted function is inlined
+as a nested call and works on traced values.
 """
 
 from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import jax
+
+from .. import _generic
+
+__all__ = [
+    "log_softmax",
+    "log_softmax_jacobian",
+    "log_softmax_jvp",
+    "log_softmax_vjp",
+    "softmax",
+    "softmax_jacobian",
+    "softmax_jvp",
+    "softmax_vjp",
+]
+
+Array = Any
+Namespace = Any
+Axes = tuple[int, ...]
+
+_cache: dict[tuple[str, Axes, bool, int], Callable[..., Any]] = {}
+_lock = threading.Lock()
+
+
+def _jitted(name: str, axis: Axes, has_where: bool, xp: Namespace) -> Callable[..., Any]:
+    key = (name, axis, has_where, id(xp))
+    fn = _cache.get(key)
+    if fn is None:
+        kernel = functools.partial(getattr(_generic, name), axis=axis, xp=xp)
+        if has_where:
+
+            def run(*arrays: Any) -> Any:
+                return kernel(*arrays[:-1], where=arrays[-1])
+
+        else:
+
+            def run(*arrays: Any) -> Any:
+                return kernel(*arrays)
+
+        with _lock:
+            fn = _cache.setdefault(key, jax.jit(run))
+    return fn
+
+
+def _call(name: str, arrays: tuple[Any, ...], axis: Axes, where: Any, xp: Namespace) -> Any:
+    if not isinstance(axis, tuple):
+        return NotImplemented
+    fn = _jitted(name, axis, where is not None, xp)
+    return fn(*arrays) if where is None else fn(*arrays, where)
+
+
+def softmax(x: Array, /, *, axis: Axes, where: Array | None = None, xp: Namespace) -> Array:
+    """The generic softmax, jitted (one XLA program per axis and mask presence)."""
+    return _call("softmax", (x,), axis, where, xp)
+
+
+def log_softmax(x: Array, /, *, axis: Axes, where: Array | None = None, xp: Namespace) -> Array:
+    """The generic log_softmax, jitted."""
+    return _call("log_softmax", (x,), axis, where, xp)
+
+
+def softmax_jvp(y: Array, v: Array, /, *, axis: Axes, xp: Namespace) -> Array:
+    """``y * (v - <y, v>)`` as one XLA fusion."""
+    return _call("softmax_jvp", (y, v), axis, None, xp)
+
+
+def softmax_vjp(y: Array, g: Array, /, *, axis: Axes, xp: Namespace) -> Array:
+    """``y * (g - <g, y>)`` as one XLA fusion."""
+    return _call("softmax_vjp", (y, g), axis, None, xp)
+
+
+def log_softmax_jvp(
+    l: Array, v: Array, /, *, axis: Axes, where: Array | None = None, xp: Namespace  # noqa: E741
+) -> Array:
+    """``v - <exp(l), v>``, jitted."""
+    return _call("log_softmax_jvp", (l, v), axis, where, xp)
+
+
+def log_softmax_vjp(
+    l: Array, g: Array, /, *, axis: Axes, where: Array | None = None, xp: Namespace  # noqa: E741
+) -> Array:
+    """``g - exp(l) * sum(g)``, jitted."""
+    return _call("log_softmax_vjp", (l, g), axis, where, xp)
+
+
+def softmax_jacobian(y: Array, /, *, axis: Axes, xp: Namespace) -> Array:
+    """Dense ``diag(y) - y yᵀ``, fused into one write of the output."""
+    return _call("softmax_jacobian", (y,), axis, None, xp)
+
+
+def log_softmax_jacobian(l: Array, /, *, axis: Axes, xp: Namespace) -> Array:  # noqa: E741
+    """Dense ``I - 1 softmaxᵀ``, fused into one write of the output."""
+    return _call("log_softmax_jacobian", (l,), axis, None, xp)

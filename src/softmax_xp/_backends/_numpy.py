@@ -2,6 +2,423 @@
 
 Each function here has the signature of its twin in ``softmax_xp._generic`` and returns
 ``NotImplemented`` where it does not apply. Kernels not defined here use the generic code.
+
+Every kernel is memory-bound, so the aim is to move each byte once:
+
+- **No output-sized temporaries.** The result buffer is allocated once and every step (shift,
+  ``exp``, scale) is written into it in place; the only other arrays are per-slice reductions and
+  scratch the size of one cache block.
+- **Row blocks that stay in cache.** The slices are cut into blocks of about ``_BLOCK_BYTES`` per
+  array, so the second and later passes over a block read it from L2, not from memory.
+- **Threads over row blocks.** NumPy releases the GIL inside ufunc loops, so large inputs are split
+  between the cores: one part runs in the calling thread, the others in a module-level pool that is
+  created lazily under a lock. Nested calls from a pool thread run serially (no deadlock).
+- **Short rows.** A NumPy reduction over a short contiguous axis (say 16 numbers) costs far more
+  than the bytes it reads. Blocks of such rows are copied transposed into cache-sized scratch,
+  where every reduction runs across rows (vectorised), and copied back.
+
+The arithmetic is the generic kernel's, step for step (same shift, same ``where`` handling, division
+rather than a reciprocal), so results agree with it, NaN placement included. Floating-point warnings
+(``inf - inf`` and the like, which the generic code can raise) are silenced inside a local
+``np.errstate`` in each worker; no global state is changed.
 """
 
 from __future__ import annotations
+
+import math
+import os
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+
+from .. import _generic
+
+__all__ = [
+    "log_softmax",
+    "log_softmax_jacobian",
+    "log_softmax_jvp",
+    "log_softmax_vjp",
+    "softmax",
+    "softmax_jacobian",
+    "softmax_jvp",
+    "softmax_vjp",
+]
+
+Array = Any
+Namespace = Any
+NDArray = np.ndarray[Any, Any]
+Axes = tuple[int, ...]
+
+#: Bytes of one array in one block: a block of each operand and of the result fit in L2 together.
+_BLOCK_BYTES = 256 * 1024
+#: Rows at most this long (and contiguous) take the transposed short-row path.
+_SHORT_C = 32
+#: Below this many bytes of input the threads cost more than they save.
+_THREAD_MIN_BYTES = 2 * 1024 * 1024
+
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+_local = threading.local()
+
+
+def _n_threads() -> int:
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        n = os.cpu_count() or 1
+    return max(1, min(n, 8))
+
+
+def _get_pool() -> ThreadPoolExecutor:
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(
+                max_workers=max(1, _n_threads() - 1),
+                thread_name_prefix="softmax_xp",
+                initializer=_mark_worker,
+            )
+        return _pool
+
+
+def _mark_worker() -> None:
+    _local.in_worker = True
+
+
+def _run_parallel(n_blocks: int, nbytes: int, work: Callable[[int, int], None]) -> None:
+    """Run ``work(lo, hi)`` over block indices ``[0, n_blocks)``, split between the cores."""
+    n_threads = _n_threads()
+    if (
+        n_threads == 1
+        or n_blocks < 2
+        or nbytes < _THREAD_MIN_BYTES
+        or getattr(_local, "in_worker", False)
+    ):
+        work(0, n_blocks)
+        return
+    parts = min(n_threads, n_blocks)
+    bounds = [n_blocks * k // parts for k in range(parts + 1)]
+    pool = _get_pool()
+    futures: list[Future[None]] = [
+        pool.submit(work, bounds[k], bounds[k + 1]) for k in range(1, parts)
+    ]
+    try:
+        work(bounds[0], bounds[1])
+    finally:
+        for f in futures:
+            f.result()
+
+
+# -- layout --------------------------------------------------------------------------------------
+
+
+class _Layout:
+    """Operands viewed so that blocks are slices along axis 0 and reductions run over ``red``.
+
+    ``views[i]`` are views (never copies) of the operands and of the result: 2-D ``(N, C)`` where
+    the batch axes and the softmax axes each merge without a copy, else the operands permuted to
+    ``batch + axis`` order (blocks along the first batch axis), with a leading length-1 axis when
+    there are no batch axes.
+    """
+
+    def __init__(self, arrays: Sequence[NDArray], axis: Axes) -> None:
+        ndim = arrays[0].ndim
+        batch = tuple(a for a in range(ndim) if a not in axis)
+        perm = batch + axis
+        shape = arrays[0].shape
+        n = math.prod(shape[a] for a in batch)
+        c = math.prod(shape[a] for a in axis)
+        permuted = [a.transpose(perm) for a in arrays]
+        try:
+            self.views = [np.reshape(v, (n, c), copy=False) for v in permuted]
+            self.red: Axes = (1,)
+        except ValueError:  # some operand does not merge without a copy: keep the n-d views
+            if batch:
+                self.views = permuted
+            else:
+                self.views = [v[np.newaxis] for v in permuted]
+            self.red = tuple(range(self.views[0].ndim - len(axis), self.views[0].ndim))
+        self.n_rows = self.views[0].shape[0]
+        self.row_items = math.prod(self.views[0].shape[1:])
+        itemsize = arrays[0].itemsize
+        self.short = (
+            self.red == (1,)
+            and c <= _SHORT_C
+            and self.n_rows > 1
+            and all(v.strides[1] == v.itemsize or c == 1 for v in self.views[:1])
+        )
+        self.block = max(1, _BLOCK_BYTES // max(1, self.row_items * itemsize))
+        self.n_blocks = -(-self.n_rows // self.block)
+        self.nbytes = self.n_rows * self.row_items * itemsize
+
+
+Kernel = Callable[[Sequence[NDArray], NDArray, Axes], None]
+
+
+def _apply(kernel: Kernel, operands: Sequence[NDArray], out: NDArray, axis: Axes) -> NDArray:
+    """Run ``kernel(operand_blocks, out_block, red)`` over cache-sized row blocks."""
+    lay = _Layout([*operands, out], axis)
+    ins, ov = lay.views[:-1], lay.views[-1]
+    bsz = lay.block
+
+    if lay.short:
+        c = lay.row_items
+
+        def work(lo: int, hi: int) -> None:
+            scratch = [np.empty((c, bsz), dtype=v.dtype) for v in ins]
+            oscr = np.empty((c, bsz), dtype=ov.dtype)
+            with np.errstate(all="ignore"):
+                for b in range(lo, hi):
+                    r0 = b * bsz
+                    r1 = min(r0 + bsz, lay.n_rows)
+                    k = r1 - r0
+                    blocks = []
+                    for v, s in zip(ins, scratch, strict=True):
+                        np.copyto(s[:, :k], v[r0:r1].T)
+                        blocks.append(s[:, :k])
+                    kernel(blocks, oscr[:, :k], (0,))
+                    np.copyto(ov[r0:r1].T, oscr[:, :k])
+
+    else:
+        red = lay.red
+
+        def work(lo: int, hi: int) -> None:
+            with np.errstate(all="ignore"):
+                for b in range(lo, hi):
+                    r0 = b * bsz
+                    r1 = min(r0 + bsz, lay.n_rows)
+                    kernel([v[r0:r1] for v in ins], ov[r0:r1], red)
+
+    _run_parallel(lay.n_blocks, lay.nbytes, work)
+    return out
+
+
+# -- kernels on one block (the generic kernels' arithmetic, in place) ----------------------------
+
+
+def _rsum(a: NDArray, red: Axes) -> NDArray:
+    """Sums over ``red`` (kept as length-1 axes).
+
+    Over the rows of a 2-D block this is a BLAS matrix-vector product with a vector of ones:
+    several times faster than ``np.sum`` along a contiguous axis, and as accurate (SIMD partial
+    sums). Elsewhere ``np.sum``.
+    """
+    if red == (1,) and a.ndim == 2 and a.shape[1] >= _SHORT_C:
+        s: NDArray = np.matmul(a, np.ones(a.shape[1], dtype=a.dtype))[:, np.newaxis]
+        return s
+    r: NDArray = np.sum(a, axis=red, keepdims=True)
+    return r
+
+
+def _rdot(a: NDArray, b: NDArray, out: NDArray, red: Axes) -> NDArray:
+    """``sum(a * b)`` over ``red``; ``out`` (the block's result buffer) may serve as scratch."""
+    if red == (1,) and a.ndim == 2 and a.shape[1] >= _SHORT_C:
+        d: NDArray = np.matmul(a[:, np.newaxis, :], b[:, :, np.newaxis])[:, :, 0]
+        return d
+    np.multiply(a, b, out=out)
+    r: NDArray = np.sum(out, axis=red, keepdims=True)
+    return r
+
+
+def _softmax_block(ops: Sequence[NDArray], out: NDArray, red: Axes, log: bool) -> None:
+    x = ops[0]
+    w = ops[1] if len(ops) > 1 else None
+    if w is None:
+        m = np.max(x, axis=red, keepdims=True)
+        np.subtract(x, m, out=out)
+    else:
+        out.fill(-np.inf)
+        np.copyto(out, x, where=w)  # xm = where(w, x, -inf)
+        m = np.max(out, axis=red, keepdims=True)
+        none_valid = np.logical_not(np.any(w, axis=red, keepdims=True))
+        np.copyto(m, 0.0, where=none_valid)  # an all-masked slice is shifted by 0
+        np.subtract(out, m, out=out)
+    if log:
+        s = _rsum(np.exp(out), red)  # block-sized scratch
+        if w is not None:
+            np.copyto(s, 1.0, where=none_valid)
+        np.log(s, out=s)
+        np.subtract(out, s, out=out)
+        if w is not None:
+            np.copyto(out, -np.inf, where=np.logical_not(w))
+    else:
+        np.exp(out, out=out)
+        s = _rsum(out, red)
+        if w is not None:
+            np.copyto(s, 1.0, where=none_valid)
+        np.divide(out, s, out=out)
+        if w is not None:
+            np.copyto(out, 0.0, where=np.logical_not(w))
+
+
+def _softmax_prod_block(ops: Sequence[NDArray], out: NDArray, red: Axes) -> None:
+    """``y * (v - sum(v * y))``: the softmax JVP and VJP (J is symmetric)."""
+    y, v = ops
+    d = _rdot(v, y, out, red)
+    np.subtract(v, d, out=out)
+    np.multiply(out, y, out=out)
+
+
+def _log_vjp_block(ops: Sequence[NDArray], out: NDArray, red: Axes) -> None:
+    """``g - exp(l) * sum(g)``, with ``g`` zeroed and the result zero where masked out."""
+    l, g = ops[0], ops[1]  # noqa: E741
+    w = ops[2] if len(ops) > 2 else None
+    if w is None:
+        s = _rsum(g, red)
+        np.exp(l, out=out)
+        np.multiply(out, s, out=out)
+        np.subtract(g, out, out=out)
+        return
+    gm = np.zeros_like(g)  # block-sized scratch
+    np.copyto(gm, g, where=w)
+    s = _rsum(gm, red)
+    np.exp(l, out=out)
+    np.multiply(out, s, out=out)
+    np.subtract(gm, out, out=out)
+    np.copyto(out, 0.0, where=np.logical_not(w))
+
+
+def _log_jvp_block(ops: Sequence[NDArray], out: NDArray, red: Axes) -> None:
+    """``v - sum(exp(l) * v)``, with ``v`` zeroed and the result zero where masked out."""
+    l, v = ops[0], ops[1]  # noqa: E741
+    w = ops[2] if len(ops) > 2 else None
+    if w is None:
+        np.exp(l, out=out)
+        d = _rdot(out, v, out, red)
+        np.subtract(v, d, out=out)
+        return
+    np.copyto(out, 0.0)
+    np.copyto(out, v, where=w)  # out = v masked
+    e = np.exp(l)  # block-sized scratch
+    d = _rdot(e, out, e, red)
+    np.subtract(out, d, out=out)
+    np.copyto(out, 0.0, where=np.logical_not(w))
+
+
+# -- entry points -------------------------------------------------------------------------------
+
+
+def _applies(*arrays: Array) -> bool:
+    a = arrays[0]
+    return (
+        all(type(b) is np.ndarray for b in arrays)
+        and a.dtype in (np.float32, np.float64)
+        and all(b.dtype == a.dtype for b in arrays)
+        and a.size > 0
+    )
+
+
+def _mask(where: Array | None, x: NDArray) -> NDArray | None:
+    if where is None:
+        return None
+    w = np.asarray(where)
+    if w.dtype != np.bool_ or w.shape != x.shape:
+        return None
+    return w
+
+
+def _forward(x: Array, axis: Axes, where: Array | None, log: bool) -> Array:
+    if not _applies(x) or not isinstance(axis, tuple):
+        return NotImplemented
+    w = _mask(where, x)
+    if where is not None and w is None:
+        return NotImplemented
+    out = np.empty(x.shape, dtype=x.dtype)
+    ops = [x] if w is None else [x, w]
+
+    def kernel(blocks: Sequence[NDArray], ob: NDArray, red: Axes) -> None:
+        _softmax_block(blocks, ob, red, log)
+
+    return _apply(kernel, ops, out, axis)
+
+
+def softmax(
+    x: Array, /, *, axis: Axes, where: Array | None = None, xp: Namespace
+) -> Array:
+    """Softmax in place into one fresh buffer, in cache blocks, on all cores."""
+    return _forward(x, axis, where, log=False)
+
+
+def log_softmax(
+    x: Array, /, *, axis: Axes, where: Array | None = None, xp: Namespace
+) -> Array:
+    """log_softmax in place into one fresh buffer, in cache blocks, on all cores."""
+    return _forward(x, axis, where, log=True)
+
+
+def _pair(kernel: Kernel, a: Array, b: Array, axis: Axes, where: Array | None) -> Array:
+    if not _applies(a, b) or a.shape != b.shape:
+        return NotImplemented
+    w = _mask(where, a)
+    if where is not None and w is None:
+        return NotImplemented
+    out = np.empty(a.shape, dtype=a.dtype)
+    return _apply(kernel, [a, b] if w is None else [a, b, w], out, axis)
+
+
+def softmax_jvp(y: Array, v: Array, /, *, axis: Axes, xp: Namespace) -> Array:
+    """``y * (v - <y, v>)`` with no temporary beyond the result."""
+    return _pair(_softmax_prod_block, y, v, axis, None)
+
+
+def softmax_vjp(y: Array, g: Array, /, *, axis: Axes, xp: Namespace) -> Array:
+    """``y * (g - <g, y>)`` with no temporary beyond the result."""
+    return _pair(_softmax_prod_block, y, g, axis, None)
+
+
+def log_softmax_jvp(
+    l: Array, v: Array, /, *, axis: Axes, where: Array | None = None, xp: Namespace  # noqa: E741
+) -> Array:
+    """``v - <exp(l), v>`` with no temporary beyond the result."""
+    return _pair(_log_jvp_block, l, v, axis, where)
+
+
+def log_softmax_vjp(
+    l: Array, g: Array, /, *, axis: Axes, where: Array | None = None, xp: Namespace  # noqa: E741
+) -> Array:
+    """``g - exp(l) * sum(g)`` with no temporary beyond the result."""
+    return _pair(_log_vjp_block, l, g, axis, where)
+
+
+def _jacobian(y: Array, axis: Axes, log: bool) -> Array:
+    if not _applies(y):
+        return NotImplemented
+    rows = _generic.to_rows(y, axis, np)  # N·C numbers: a copy here costs little
+    batch = rows.shape[:-1]
+    c = rows.shape[-1]
+    r2 = np.reshape(rows, (-1, c))
+    if log:
+        r2 = np.exp(r2)
+    out = np.empty((*batch, c, c), dtype=y.dtype)
+    o3 = np.reshape(out, (-1, c, c))
+    n = r2.shape[0]
+    bsz = max(1, _BLOCK_BYTES // max(1, c * c * y.itemsize))
+
+    def work(lo: int, hi: int) -> None:
+        with np.errstate(all="ignore"):
+            for b in range(lo, hi):
+                r = r2[b * bsz : (b + 1) * bsz]
+                o = o3[b * bsz : (b + 1) * bsz]
+                diag = np.reshape(o, (o.shape[0], c * c))[:, :: c + 1]
+                if log:  # δ_ij - p_j
+                    np.negative(np.broadcast_to(r[:, np.newaxis, :], o.shape), out=o)
+                    np.subtract(1.0, r, out=diag)
+                else:  # y_i (δ_ij - y_j)
+                    np.multiply(r[:, :, np.newaxis], np.negative(r)[:, np.newaxis, :], out=o)
+                    np.multiply(r, np.subtract(1.0, r), out=diag)
+
+    _run_parallel(-(-n // bsz), out.nbytes, work)
+    return out
+
+
+def softmax_jacobian(y: Array, /, *, axis: Axes, xp: Namespace) -> Array:
+    """Dense ``diag(y) - y yᵀ`` written once, in blocks, on all cores."""
+    return _jacobian(y, axis, log=False)
+
+
+def log_softmax_jacobian(l: Array, /, *, axis: Axes, xp: Namespace) -> Array:  # noqa: E741
+    """Dense ``I - 1 softmaxᵀ`` written once, in blocks, on all cores."""
+    return _jacobian(l, axis, log=True)

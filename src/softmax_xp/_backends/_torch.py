@@ -2,6 +2,185 @@
 
 Each function here has the signature of its twin in ``softmax_xp._generic`` and returns
 ``NotImplemented`` where it does not apply. Kernels not defined here use the generic code.
+
+- ``softmax`` / ``log_softmax`` without a mask run ``torch.softmax`` / ``torch.log_softmax`` (one
+  fused ATen kernel on every device). A tuple of adjacent axes is flattened into one dimension (a
+  view for contiguous input); other tuples are permuted last first. Masks use the generic code.
+- ``softmax_vjp`` and ``softmax_jvp`` (the same product, as J is symmetric) run
+  ``torch._softmax_backward_data``; ``log_softmax_vjp`` without a mask runs
+  ``torch._log_softmax_backward_data``: the kernels torch's own autograd uses.
+- The dense Jacobians are written in closed form in one pass over the output.
+
+All of these are ordinary differentiable ATen operations with batching rules, so they also run
+inside the autograd.Function of layer 4 and on ``torch.func``-wrapped tensors (vmap, grad, jvp,
+jacrev); where an in-place write would not be safe there (the Jacobian's diagonal) the out-of-place
+form is used instead.
 """
 
 from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from .. import _generic
+
+__all__ = [
+    "log_softmax",
+    "log_softmax_jacobian",
+    "log_softmax_vjp",
+    "softmax",
+    "softmax_jacobian",
+    "softmax_jvp",
+    "softmax_vjp",
+]
+
+Array = Any
+Namespace = Any
+Axes = tuple[int, ...]
+
+_FLOATS = (torch.float32, torch.float64)
+
+
+def _applies(*arrays: Any) -> bool:
+    a = arrays[0]
+    return (
+        all(isinstance(b, torch.Tensor) for b in arrays)
+        and a.dtype in _FLOATS
+        and all(b.dtype == a.dtype and b.shape == a.shape for b in arrays)
+    )
+
+
+def _over_one_dim(
+    fn: Callable[[list[torch.Tensor], int], torch.Tensor], arrays: list[torch.Tensor], axis: Axes
+) -> torch.Tensor:
+    """Run ``fn(arrays, dim)`` with the softmax axes gathered into the single dimension ``dim``."""
+    if len(axis) == 1:
+        return fn(arrays, axis[0])
+    shape = arrays[0].shape
+    sizes = tuple(shape[a] for a in axis)
+    if axis == tuple(range(axis[0], axis[-1] + 1)):  # adjacent: flatten them (a view if possible)
+        flat = [a.flatten(axis[0], axis[-1]) for a in arrays]
+        return _unflatten(fn(flat, axis[0]), axis[0], sizes)
+    ndim = arrays[0].ndim
+    batch = tuple(a for a in range(ndim) if a not in axis)
+    perm = batch + axis
+    inv = [0] * ndim
+    for i, p in enumerate(perm):
+        inv[p] = i
+    nb = len(batch)
+    moved = [a.permute(perm).flatten(nb, ndim - 1) for a in arrays]
+    out = _unflatten(fn(moved, nb), nb, sizes)
+    return out.permute(inv)
+
+
+def _unflatten(t: torch.Tensor, dim: int, sizes: tuple[int, ...]) -> torch.Tensor:
+    return t.reshape((*t.shape[:dim], *sizes, *t.shape[dim + 1 :]))
+
+
+def _forward(x: Array, axis: Axes, where: Array | None, log: bool) -> Array:
+    if where is not None or not axis or not _applies(x):
+        return NotImplemented
+    op = torch.log_softmax if log else torch.softmax
+
+    def fn(a: list[torch.Tensor], dim: int) -> torch.Tensor:
+        return op(a[0], dim)
+
+    return _over_one_dim(fn, [x], axis)
+
+
+def softmax(x: Array, /, *, axis: Axes, where: Array | None = None, xp: Namespace) -> Array:
+    """``torch.softmax`` over ``axis`` (no mask)."""
+    return _forward(x, axis, where, log=False)
+
+
+def log_softmax(x: Array, /, *, axis: Axes, where: Array | None = None, xp: Namespace) -> Array:
+    """``torch.log_softmax`` over ``axis`` (no mask)."""
+    return _forward(x, axis, where, log=True)
+
+
+def _softmax_product(y: Array, v: Array, axis: Axes) -> Array:
+    if not axis or not _applies(y, v):
+        return NotImplemented
+
+    def fn(a: list[torch.Tensor], dim: int) -> torch.Tensor:
+        return torch._softmax_backward_data(a[1], a[0], dim, a[0].dtype)
+
+    return _over_one_dim(fn, [y, v], axis)
+
+
+def softmax_vjp(y: Array, g: Array, /, *, axis: Axes, xp: Namespace) -> Array:
+    """``y * (g - <g, y>)`` by ``torch._softmax_backward_data``."""
+    return _softmax_product(y, g, axis)
+
+
+def softmax_jvp(y: Array, v: Array, /, *, axis: Axes, xp: Namespace) -> Array:
+    """``y * (v - <y, v>)``: J is symmetric, so torch's softmax backward kernel computes it."""
+    return _softmax_product(y, v, axis)
+
+
+def log_softmax_vjp(
+    l: Array, g: Array, /, *, axis: Axes, where: Array | None = None, xp: Namespace  # noqa: E741
+) -> Array:
+    """``g - exp(l) * sum(g)`` by ``torch._log_softmax_backward_data`` (no mask)."""
+    if where is not None or not axis or not _applies(l, g):
+        return NotImplemented
+
+    def fn(a: list[torch.Tensor], dim: int) -> torch.Tensor:
+        return torch._log_softmax_backward_data(a[1], a[0], dim, a[0].dtype)
+
+    return _over_one_dim(fn, [l, g], axis)
+
+
+def _plain(t: torch.Tensor) -> bool:
+    """True for a tensor outside autograd and torch.func: in-place writes on results are safe."""
+    if t.requires_grad:
+        return False
+    functorch = getattr(torch._C, "_functorch", None)
+    if functorch is None:  # pragma: no cover - very old torch
+        return False
+    return not bool(functorch.is_functorch_wrapped_tensor(t))
+
+
+def _rows(y: torch.Tensor, axis: Axes) -> torch.Tensor:
+    return _generic.to_rows(y, axis, _XP)  # type: ignore[no-any-return]
+
+
+class _TorchReshape:
+    """The two namespace calls ``_generic.to_rows`` makes, on plain torch (no compat wrapper)."""
+
+    @staticmethod
+    def permute_dims(x: torch.Tensor, axes: tuple[int, ...]) -> torch.Tensor:
+        return x.permute(axes)
+
+    @staticmethod
+    def reshape(x: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+        return x.reshape(shape)
+
+
+_XP = _TorchReshape()
+
+
+def softmax_jacobian(y: Array, /, *, axis: Axes, xp: Namespace) -> Array:
+    """``y_i (δ_ij - y_j)`` in closed form: one write of the ``N·C²`` output."""
+    if not _applies(y) or math.prod(y.shape) == 0:
+        return NotImplemented
+    r = _rows(y, axis)
+    jac = r.unsqueeze(-1) * r.neg().unsqueeze(-2)
+    diag = r * (1 - r)
+    if _plain(jac):
+        jac.diagonal(0, -2, -1).copy_(diag)
+        return jac
+    return torch.diagonal_scatter(jac, diag, 0, -2, -1)
+
+
+def log_softmax_jacobian(l: Array, /, *, axis: Axes, xp: Namespace) -> Array:  # noqa: E741
+    """``δ_ij - softmax_j`` in closed form: one write of the ``N·C²`` output."""
+    if not _applies(l) or math.prod(l.shape) == 0:
+        return NotImplemented
+    p = torch.exp(_rows(l, axis))
+    c = p.shape[-1]
+    eye = torch.eye(c, dtype=p.dtype, device=p.device)
+    return eye - p.unsqueeze(-2)
