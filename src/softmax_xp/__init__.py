@@ -14,10 +14,13 @@ from ._api import (
     softmax_jvp,
     softmax_vjp,
 )
+from ._operator import LogSoftmaxJacobian, SoftmaxJacobian
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "LogSoftmaxJacobian",
+    "SoftmaxJacobian",
     "log_softmax",
     "log_softmax_jacobian",
     "log_softmax_jvp",

@@ -200,6 +200,15 @@ def softmax_jacobian(y: Array, /, *, axis: Axis = -1, xp: Namespace | None = Non
         ``(C, C)`` where ``C`` is the product of the sizes along `axis` (flattened in C order).
         It holds ``N·C²`` numbers; for large ``C`` use :class:`SoftmaxJacobian` instead.
 
+    Raises
+    ------
+    MemoryError
+        Before allocating, when the result (counted in its working dtype: float16 and bfloat16
+        as float32) would exceed the budget: the environment variable
+        ``SOFTMAX_XP_MAX_DENSE_BYTES`` read at each call (bytes, a size such as ``16GiB``, or
+        ``inf``), else 2 GiB. ``SoftmaxJacobian(y).to_dense(max_bytes=...)`` takes a budget
+        per call.
+
     Examples
     --------
     >>> import numpy as np
@@ -210,6 +219,9 @@ def softmax_jacobian(y: Array, /, *, axis: Axis = -1, xp: Namespace | None = Non
            [-0.05989202, -0.1628034 ,  0.22269543]])
     """
     p = _v.prepare_single("softmax_jacobian", "y", y, axis, xp)
+    from ._operator import check_dense_budget  # the budget lives with the operators
+
+    check_dense_budget("softmax_jacobian", p, tuple(y.shape))
     return _v.restore_dtype(p, _call("softmax_jacobian", *p.arrays, axis=p.axis, xp=p.xp))
 
 
@@ -314,6 +326,12 @@ def log_softmax_jacobian(l: Array, /, *, axis: Axis = -1, xp: Namespace | None =
     array
         Shape ``batch + (C, C)``, in the layout of :func:`softmax_jacobian`.
 
+    Raises
+    ------
+    MemoryError
+        Before allocating a result over the budget of :func:`softmax_jacobian`; use
+        :class:`LogSoftmaxJacobian` for large ``C``.
+
     Examples
     --------
     >>> import numpy as np
@@ -323,4 +341,7 @@ def log_softmax_jacobian(l: Array, /, *, axis: Axis = -1, xp: Namespace | None =
            [-0.5,  0.5]])
     """
     p = _v.prepare_single("log_softmax_jacobian", "l", l, axis, xp)
+    from ._operator import check_dense_budget  # the budget lives with the operators
+
+    check_dense_budget("log_softmax_jacobian", p, tuple(l.shape))
     return _v.restore_dtype(p, _call("log_softmax_jacobian", *p.arrays, axis=p.axis, xp=p.xp))
