@@ -8,13 +8,26 @@ float64), and, where it applies, a boolean ``where`` already broadcast to the in
 No in-place writes (JAX arrays are immutable); new arrays follow the input's device and dtype.
 The numerics follow ``jax.nn.softmax`` / ``jax.nn.log_softmax``: the shift by the slice maximum
 is the only difference from the textbook formula, and masked-out entries never reach ``exp``.
+
+Edge values (docs/semantics.md is the contract): a slice whose maximum is not finite (a ``+inf``
+or NaN logit, or only ``-inf`` logits among its unmasked entries) is NaN throughout, as in
+``torch.softmax`` and ``jax.nn.softmax``. It is made NaN by shifting it by NaN, so no ``inf - inf``
+is ever evaluated. No floating-point warning reaches the user: NumPy-backed eager namespaces run
+under a local ``numpy.errstate``; for Dask, whose chunks run later on worker threads where no
+errstate of ours applies, the one remaining source of a warning (``x - max`` overflowing when
+finite logits span more than the dtype's range) is guarded arithmetically.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
 
+import array_api_compat
+import numpy as np
 from array_api_compat import device as _device
 
 Array = Any
@@ -32,28 +45,81 @@ __all__ = [
 ]
 
 
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _numpy_backed(xp: Namespace) -> bool:
+    """NumPy itself or array-api-strict (which wraps NumPy): eager, and warns on inf/overflow."""
+    if array_api_compat.is_numpy_namespace(xp):
+        return True
+    return bool(getattr(xp, "__name__", "") == "array_api_strict")
+
+
+def _quiet(func: _F) -> _F:
+    """Run a kernel under a local ``numpy.errstate`` when its namespace is NumPy-backed.
+
+    The kernels' results are right with IEEE semantics (``exp(-inf) = 0``, NaN propagates); the
+    warnings NumPy would emit for them are noise to the user. ``errstate`` is a context variable
+    (thread-safe) and is restored on exit, so no global state changes.
+    """
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, xp: Namespace, **kwargs: Any) -> Any:
+        ctx = (
+            np.errstate(over="ignore", invalid="ignore", divide="ignore")
+            if _numpy_backed(xp)
+            else contextlib.nullcontext()
+        )
+        with ctx:
+            return func(*args, xp=xp, **kwargs)
+
+    return cast(_F, wrapper)
+
+
 def _const(xp: Namespace, like: Array, value: float) -> Array:
     return xp.asarray(value, dtype=like.dtype, device=_device(like))
 
 
 def _empty_slices(x: Array, axis: tuple[int, ...]) -> bool:
-    return math.prod(x.shape[a] for a in axis) == 0
+    return bool(math.prod(x.shape[a] for a in axis) == 0)
+
+
+def _shift(x: Array, m: Array, xp: Namespace) -> Array:
+    """``x - m`` where ``m >= x`` is finite or NaN; ``-inf`` where the difference overflows."""
+    if not array_api_compat.is_dask_namespace(xp):
+        return x - m
+    # Dask: chunks are computed later, outside any errstate of ours, so avoid the overflow itself.
+    # x - m can only overflow when m > 0 and x < m - fmax; clamp x to lo = max(m, 0) - fmax
+    # (computed without overflow) and put -inf where x was below it.
+    fmax = float(xp.finfo(x.dtype).max)
+    lo = xp.maximum(m, _const(xp, m, 0.0)) - _const(xp, m, fmax)
+    below = x < lo
+    return xp.where(below, _const(xp, x, -math.inf), xp.where(below, lo, x) - m)
 
 
 def _masked_shift(x: Array, axis: tuple[int, ...], where: Array | None, xp: Namespace) -> Array:
-    """``x - max(x)`` over each slice; masked-out entries become ``-inf``."""
+    """``x - max(x)`` over each slice; masked-out entries become ``-inf``.
+
+    A slice whose maximum (over its unmasked entries) is ``+inf``, ``-inf`` or NaN is shifted by
+    NaN and so comes out NaN throughout, as in torch and JAX, without evaluating ``inf - inf``.
+    An all-masked slice is shifted by 0: its entries are all ``-inf`` and it never becomes NaN.
+    """
+    nan = _const(xp, x, math.nan)
     if where is None:
-        return x - xp.max(x, axis=axis, keepdims=True)
-    neg_inf = _const(xp, x, -math.inf)
-    xm = xp.where(where, x, neg_inf)
+        m = xp.max(x, axis=axis, keepdims=True)
+        return _shift(x, xp.where(xp.isfinite(m), m, nan), xp)
+    xm = xp.where(where, x, _const(xp, x, -math.inf))
     m = xp.max(xm, axis=axis, keepdims=True)
-    # An all-masked slice has max -inf; shift it by 0 so that no NaN is ever formed.
     any_valid = xp.any(where, axis=axis, keepdims=True)
+    m = xp.where(xp.isfinite(m), m, nan)
     m = xp.where(any_valid, m, _const(xp, x, 0.0))
-    return xm - m
+    return _shift(xm, m, xp)
 
 
-def softmax(x: Array, /, *, axis: tuple[int, ...], where: Array | None = None, xp: Namespace) -> Array:
+@_quiet
+def softmax(
+    x: Array, /, *, axis: tuple[int, ...], where: Array | None = None, xp: Namespace
+) -> Array:
     """``exp(x - max) / sum(exp(x - max))`` over the slices along ``axis``."""
     if _empty_slices(x, axis):
         return xp.zeros_like(x)
@@ -66,6 +132,7 @@ def softmax(x: Array, /, *, axis: tuple[int, ...], where: Array | None = None, x
     return xp.where(where, e / s, _const(xp, e, 0.0))
 
 
+@_quiet
 def log_softmax(
     x: Array, /, *, axis: tuple[int, ...], where: Array | None = None, xp: Namespace
 ) -> Array:
@@ -86,6 +153,7 @@ def _dot(a: Array, b: Array, axis: tuple[int, ...], xp: Namespace) -> Array:
     return xp.sum(a * b, axis=axis, keepdims=True)
 
 
+@_quiet
 def softmax_jvp(y: Array, v: Array, /, *, axis: tuple[int, ...], xp: Namespace) -> Array:
     """``J v = y * (v - <y, v>)`` per slice, from the forward output ``y``."""
     if _empty_slices(y, axis):
@@ -93,6 +161,7 @@ def softmax_jvp(y: Array, v: Array, /, *, axis: tuple[int, ...], xp: Namespace) 
     return y * (v - _dot(y, v, axis, xp))
 
 
+@_quiet
 def softmax_vjp(y: Array, g: Array, /, *, axis: tuple[int, ...], xp: Namespace) -> Array:
     """``gᵀ J = y * (g - <g, y>)`` per slice (J is symmetric)."""
     if _empty_slices(y, axis):
@@ -100,8 +169,15 @@ def softmax_vjp(y: Array, g: Array, /, *, axis: tuple[int, ...], xp: Namespace) 
     return y * (g - _dot(g, y, axis, xp))
 
 
+@_quiet
 def log_softmax_jvp(
-    l: Array, v: Array, /, *, axis: tuple[int, ...], where: Array | None = None, xp: Namespace  # noqa: E741
+    l: Array,  # noqa: E741
+    v: Array,
+    /,
+    *,
+    axis: tuple[int, ...],
+    where: Array | None = None,
+    xp: Namespace,
 ) -> Array:
     """``J v = v - <softmax, v>`` per slice; zero at masked-out entries."""
     if _empty_slices(l, axis):
@@ -113,8 +189,15 @@ def log_softmax_jvp(
     return out if where is None else xp.where(where, out, zero)
 
 
+@_quiet
 def log_softmax_vjp(
-    l: Array, g: Array, /, *, axis: tuple[int, ...], where: Array | None = None, xp: Namespace  # noqa: E741
+    l: Array,  # noqa: E741
+    g: Array,
+    /,
+    *,
+    axis: tuple[int, ...],
+    where: Array | None = None,
+    xp: Namespace,
 ) -> Array:
     """``gᵀ J = g - softmax * sum(g)`` per slice; zero at masked-out entries."""
     if _empty_slices(l, axis):
@@ -133,9 +216,10 @@ def to_rows(y: Array, axis: tuple[int, ...], xp: Namespace) -> Array:
     if order != tuple(range(y.ndim)):
         y = xp.permute_dims(y, order)
     c = math.prod(y.shape[len(batch) :])
-    return xp.reshape(y, y.shape[: len(batch)] + (c,))
+    return xp.reshape(y, (*y.shape[: len(batch)], c))
 
 
+@_quiet
 def softmax_jacobian(y: Array, /, *, axis: tuple[int, ...], xp: Namespace) -> Array:
     """Dense ``diag(y) - y yᵀ`` per slice, shape ``batch + (C, C)``."""
     rows = to_rows(y, axis, xp)
@@ -145,6 +229,7 @@ def softmax_jacobian(y: Array, /, *, axis: tuple[int, ...], xp: Namespace) -> Ar
     return col * (eye - xp.expand_dims(rows, axis=-2))
 
 
+@_quiet
 def log_softmax_jacobian(l: Array, /, *, axis: tuple[int, ...], xp: Namespace) -> Array:  # noqa: E741
     """Dense ``I - 1 softmaxᵀ`` per slice, shape ``batch + (C, C)``."""
     p = xp.exp(to_rows(l, axis, xp))

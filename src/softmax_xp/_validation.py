@@ -43,7 +43,9 @@ def namespace(func: str, xp: Namespace | None, /, **arrays: Array | None) -> Nam
     for name, arr in arrays.items():
         if arr is None:
             continue
-        if not array_api_compat.is_array_api_obj(arr) or isinstance(arr, (bool, int, float, complex)):
+        if not array_api_compat.is_array_api_obj(arr) or isinstance(
+            arr, (bool, int, float, complex)
+        ):
             raise TypeError(
                 f"{func}: argument `{name}` must be an array of an array-API library "
                 f"(NumPy, PyTorch, JAX, CuPy, Dask, ...), got {_describe(arr)}"
@@ -58,11 +60,20 @@ def namespace(func: str, xp: Namespace | None, /, **arrays: Array | None) -> Nam
             )
     if first_ns is None:  # pragma: no cover - every public function has a required array
         raise TypeError(f"{func}: no array argument given")
-    if xp is None:
+    if xp is None or xp is first_ns:
         return first_ns
     if not hasattr(xp, "exp") or not hasattr(xp, "sum"):
         raise TypeError(f"{func}: argument `xp` must be an array-API namespace, got {xp!r}")
-    return xp
+    # The library's own module (``numpy``, ``torch``, ``dask.array``) names the same namespace as
+    # its array-api-compat wrapper; run with the wrapper, which is the standard-conforming one.
+    name = str(getattr(xp, "__name__", ""))
+    first = str(first_ns.__name__)
+    if name and name in (first, first.removeprefix("array_api_compat.")):
+        return first_ns
+    raise TypeError(
+        f"{func}: argument `xp` = {name or xp!r} is not the namespace of argument `{first_name}` "
+        f"({first}); leave `xp` out or pass the arrays' own namespace"
+    )
 
 
 def normalize_axis(func: str, axis: AxisArg, ndim: int) -> tuple[int, ...]:
@@ -73,7 +84,9 @@ def normalize_axis(func: str, axis: AxisArg, ndim: int) -> tuple[int, ...]:
     out: list[int] = []
     for a in items:
         if isinstance(a, bool):
-            raise TypeError(f"{func}: argument `axis` must be an int, a tuple of ints or None, got {a!r}")
+            raise TypeError(
+                f"{func}: argument `axis` must be an int, a tuple of ints or None, got {a!r}"
+            )
         try:
             a = operator.index(a)
         except TypeError:
@@ -90,7 +103,9 @@ def normalize_axis(func: str, axis: AxisArg, ndim: int) -> tuple[int, ...]:
             raise ValueError(f"{func}: argument `axis` = {axis!r} repeats axis {a}")
         out.append(a)
     if isinstance(axis, tuple) and not out and ndim > 0:
-        raise ValueError(f"{func}: argument `axis` is an empty tuple; give at least one axis or None")
+        raise ValueError(
+            f"{func}: argument `axis` is an empty tuple; give at least one axis or None"
+        )
     return tuple(sorted(out))
 
 
@@ -126,8 +141,14 @@ def _work_dtype(xp: Namespace, dtype: Any) -> Any:
 def _check_dtype(func: str, name: str, xp: Namespace, arr: Array) -> Any:
     """Return the output dtype for an input array (promoting integers and bools)."""
     dt = arr.dtype
+    if getattr(dt, "isnative", True) is False:
+        # NumPy (and Dask) arrays of non-native byte order: compute in, and return, the native
+        # dtype of the same kind, as NumPy's own ufuncs do (a big-endian float64 stays float64).
+        dt = dt.newbyteorder("=")
     if _is_complex(xp, dt):
-        raise TypeError(f"{func}: argument `{name}` has complex dtype {dt}; softmax is defined for real input")
+        raise TypeError(
+            f"{func}: argument `{name}` has complex dtype {dt}; softmax is defined for real input"
+        )
     if _is_real_floating(xp, dt):
         return dt
     try:
@@ -154,17 +175,22 @@ class Prepared:
     out_dtype: Any
 
 
-def _check_where(func: str, xp: Namespace, where: Array | None, shape: tuple[int, ...]) -> Array | None:
+def _check_where(
+    func: str, xp: Namespace, where: Array | None, shape: tuple[int, ...]
+) -> Array | None:
     if where is None:
         return None
     if where.dtype != xp.bool:
-        raise TypeError(f"{func}: argument `where` must be a boolean array, got dtype {where.dtype}")
+        raise TypeError(
+            f"{func}: argument `where` must be a boolean array, got dtype {where.dtype}"
+        )
     wshape = _shape(where)
     if len(wshape) > len(shape) or any(
         w not in (1, s) for w, s in zip(wshape[::-1], shape[::-1], strict=False)
     ):
         raise ValueError(
-            f"{func}: argument `where` with shape {wshape} does not broadcast to the input's shape {shape}"
+            f"{func}: argument `where` with shape {wshape} does not broadcast to the input's "
+            f"shape {shape}"
         )
     if wshape != shape:
         where = xp.broadcast_to(where, shape)
@@ -176,6 +202,8 @@ def _check_device(func: str, names: tuple[str, ...], arrays: tuple[Array, ...]) 
         devices = [array_api_compat.device(a) for a in arrays]
     except Exception:  # tracers and lazy arrays may not expose a device
         return
+    if any(d is None for d in devices):  # e.g. a JAX tracer under jit: the device is not known yet
+        return
     for name, dev in zip(names[1:], devices[1:], strict=True):
         try:
             same = dev == devices[0]
@@ -183,8 +211,8 @@ def _check_device(func: str, names: tuple[str, ...], arrays: tuple[Array, ...]) 
             same = True
         if not same:
             raise ValueError(
-                f"{func}: argument `{name}` is on device {dev} but `{names[0]}` is on {devices[0]}; "
-                "move them to one device first"
+                f"{func}: argument `{name}` is on device {dev} but `{names[0]}` is on "
+                f"{devices[0]}; move them to one device first"
             )
 
 
@@ -199,9 +227,14 @@ def prepare_forward(
     xp = namespace(func, xp, x=x, where=where)
     if dtype is not None:
         if _is_complex(xp, dtype):
-            raise TypeError(f"{func}: argument `dtype` = {dtype} is complex; softmax is defined for real input")
+            raise TypeError(
+                f"{func}: argument `dtype` = {dtype} is complex; softmax is defined for real input"
+            )
         if not _is_real_floating(xp, dtype):
-            raise TypeError(f"{func}: argument `dtype` must be a real floating dtype of {xp.__name__}, got {dtype!r}")
+            raise TypeError(
+                f"{func}: argument `dtype` must be a real floating dtype of {xp.__name__}, "
+                f"got {dtype!r}"
+            )
         _check_dtype(func, "x", xp, x)  # complex input is an error even with dtype=
         out_dtype = dtype
     else:
@@ -239,7 +272,10 @@ def prepare_pair(
             f"{func}: arguments `{names[0]}` and `{names[1]}` must have the same shape, "
             f"got {_shape(y)} and {_shape(v)}"
         )
-    _check_device(func, names, (y, v))
+    if where is None:
+        _check_device(func, names, (y, v))
+    else:
+        _check_device(func, (*names, "where"), (y, v, where))
     out_dtype = dt_y if dt_y == dt_v else xp.result_type(dt_y, dt_v)
     axes = normalize_axis(func, axis, y.ndim)
     mask = _check_where(func, xp, where, _shape(y))
