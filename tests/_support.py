@@ -184,7 +184,9 @@ class Lib:
         if b is Backend.CUPY:
             a = a.get()
         if b.is_jax:
-            a = np.asarray(a.astype("float64") if "float" in str(a.dtype) and "64" not in str(a.dtype) else a)
+            a = np.asarray(a)
+            if a.dtype.kind == "V" or "bfloat16" in str(a.dtype):  # ml_dtypes bfloat16
+                a = a.astype(np.float32)
         if b is Backend.ARRAY_API_STRICT:
             a = np.from_dlpack(a)
         a = np.asarray(a)

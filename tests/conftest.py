@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 
 import pytest
 from _support import Backend, Lib, make_lib, selected_backends
@@ -27,10 +29,21 @@ BACKENDS = selected_backends()
 
 
 @pytest.fixture(params=BACKENDS, ids=[b.value for b in BACKENDS])
-def lib(request: pytest.FixtureRequest) -> Lib:
-    """One backend under test (skips if not installed or without its GPU)."""
+def lib(request: pytest.FixtureRequest) -> Iterator[Lib]:
+    """One backend under test (skips if not installed or without its GPU).
+
+    JAX backends run inside a scoped ``jax.enable_x64(True)`` so that float64 is tested too;
+    the global flag is left as it was (tests/test_forward.py covers the default, x64 off).
+    """
     backend: Backend = request.param
     for marker in request.node.iter_markers("skip_backend"):
         if backend.value in marker.args:
             pytest.skip(marker.kwargs.get("reason", f"not for {backend.value}"))
-    return make_lib(backend)
+    lib = make_lib(backend)
+    ctx: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
+    if backend.is_jax:
+        import jax
+
+        ctx = jax.enable_x64(True)
+    with ctx:
+        yield lib

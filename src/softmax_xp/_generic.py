@@ -81,7 +81,9 @@ def _const(xp: Namespace, like: Array, value: float) -> Array:
 
 
 def _empty_slices(x: Array, axis: tuple[int, ...]) -> bool:
-    return bool(math.prod(x.shape[a] for a in axis) == 0)
+    """True when there is nothing to compute: an empty softmax axis or an empty batch
+    (Dask cannot reduce a zero-size chunk along a non-empty axis)."""
+    return bool(math.prod(x.shape) == 0)
 
 
 def _shift(x: Array, m: Array, xp: Namespace) -> Array:
