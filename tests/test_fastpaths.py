@@ -46,6 +46,7 @@ LARGE: list[tuple[tuple[int, ...], tuple[int, ...]]] = [
     ((40000, 16), (1,)),
     ((300, 2048), (1,)),
     ((2048, 300), (0,)),
+    ((80, 8192), (1,)),  # long float32 rows: summed as 16 interleaved partial sums
 ]
 
 
