@@ -218,6 +218,8 @@ def to_rows(y: Array, axis: tuple[int, ...], xp: Namespace) -> Array:
     if order != tuple(range(y.ndim)):
         y = xp.permute_dims(y, order)
     c = math.prod(y.shape[len(batch) :])
+    if math.prod(y.shape) == 0:  # nothing to move (and Dask cannot reshape some empty arrays)
+        return xp.zeros((*y.shape[: len(batch)], c), dtype=y.dtype, device=_device(y))
     return xp.reshape(y, (*y.shape[: len(batch)], c))
 
 
