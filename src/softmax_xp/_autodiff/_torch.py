@@ -74,6 +74,10 @@ class _SoftmaxFwd(_Softmax):
     second derivative would silently be 0 (pytorch/pytorch#197867). The rule re-enables forward
     AD while it computes: its inputs then carry their outer-level tangents, and none of the
     current level (that one is being computed here).
+
+    The tangent is returned in the output's memory layout: a fast path may return a view (a
+    permutation, for a tuple ``axis``), and torch attaches a tangent to a view only in the
+    view's own layout (otherwise an internal assert fails in ``Function.apply``).
     """
 
     @staticmethod
@@ -84,8 +88,19 @@ class _SoftmaxFwd(_Softmax):
     @staticmethod
     def jvp(ctx: Any, x_t: Tensor, where_t: Any, st_t: Any) -> Tensor:
         (y,) = ctx.saved_tensors
-        with _fwad._set_fwd_grad_enabled(True):  # see _SoftmaxFwd's docstring
-            return call("softmax_jvp", y, x_t, axis=ctx.st.axis, xp=ctx.st.xp)  # type: ignore[no-any-return]
+        with _fwad._set_fwd_grad_enabled(True):  # see the docstring
+            return _layout_of(y, call("softmax_jvp", y, x_t, axis=ctx.st.axis, xp=ctx.st.xp))
+
+
+def _layout_of(primal: Tensor, tangent: Tensor) -> Tensor:
+    """``tangent`` with the strides of ``primal`` (a copy only where they differ).
+
+    Only for plain forward AD: ``torch.func`` wrappers are not views and need no copy (and
+    under ``vmap`` an ``empty_like(primal)`` would be unbatched).
+    """
+    if torch._C._functorch.is_functorch_wrapped_tensor(tangent) or tangent.stride() == primal.stride():
+        return tangent
+    return torch.empty_like(primal).copy_(tangent)
 
 
 # -- log_softmax ----------------------------------------------------------------------------------
@@ -112,7 +127,7 @@ class _LogSoftmax(torch.autograd.Function):
 
 
 class _LogSoftmaxFwd(_LogSoftmax):
-    """``_LogSoftmax`` with a forward-mode rule, ``log_softmax_jvp(l, t)`` (used outside compile)."""
+    """``_LogSoftmax`` with a forward-mode rule, ``log_softmax_jvp(l, t)`` (outside compile)."""
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
@@ -124,7 +139,7 @@ class _LogSoftmaxFwd(_LogSoftmax):
         l, where = ctx.saved_tensors  # noqa: E741
         with _fwad._set_fwd_grad_enabled(True):  # see _SoftmaxFwd's docstring
             out = call("log_softmax_jvp", l, x_t, axis=ctx.st.axis, where=where, xp=ctx.st.xp)
-        return out  # type: ignore[no-any-return]
+            return _layout_of(l, out)
 
 
 # -- routing --------------------------------------------------------------------------------------
@@ -137,7 +152,7 @@ def _tracked(x: Tensor) -> bool:
         return False
     if torch._C._functorch.is_functorch_wrapped_tensor(x):
         return True  # torch.func.grad / vjp / jvp / jacrev / jacfwd / vmap
-    return _fwad._current_level >= 0 and _fwad.unpack_dual(x).tangent is not None
+    return _fwad._current_level >= 0 and _fwad.unpack_dual(x).tangent is not None  # type: ignore[no-untyped-call]
 
 
 def softmax_function() -> type[torch.autograd.Function]:
@@ -154,11 +169,11 @@ def softmax(x: Tensor, *, axis: tuple[int, ...], where: Tensor | None, xp: Any) 
     """Softmax of validated ``x`` (float32/float64), differentiable through ``softmax_vjp/jvp``."""
     if not _tracked(x):
         return call("softmax", x, axis=axis, where=where, xp=xp)  # type: ignore[no-any-return]
-    return softmax_function().apply(x, where, _Static(axis, xp))  # type: ignore[no-any-return]
+    return softmax_function().apply(x, where, _Static(axis, xp))  # type: ignore[no-any-return,no-untyped-call]
 
 
 def log_softmax(x: Tensor, *, axis: tuple[int, ...], where: Tensor | None, xp: Any) -> Tensor:
     """Log-softmax of validated ``x``, differentiable through ``log_softmax_vjp/jvp``."""
     if not _tracked(x):
         return call("log_softmax", x, axis=axis, where=where, xp=xp)  # type: ignore[no-any-return]
-    return log_softmax_function().apply(x, where, _Static(axis, xp))  # type: ignore[no-any-return]
+    return log_softmax_function().apply(x, where, _Static(axis, xp))  # type: ignore[no-any-return,no-untyped-call]
