@@ -155,7 +155,10 @@ class _Layout:
         self.nbytes = self.n_rows * self.row_items * itemsize
 
 
-Kernel = Callable[[Sequence[NDArray], NDArray, Axes], None]
+#: ``kernel(operand_blocks, work, red, dest)``: ``work`` is a block-sized buffer the kernel may
+#: use for intermediate passes, ``dest`` receives the result (the same array, or the strided
+#: output block that the transposed short-row path writes straight into).
+Kernel = Callable[[Sequence[NDArray], NDArray, Axes, NDArray], None]
 
 
 def _apply(kernel: Kernel, operands: Sequence[NDArray], out: NDArray, axis: Axes) -> NDArray:
@@ -179,8 +182,7 @@ def _apply(kernel: Kernel, operands: Sequence[NDArray], out: NDArray, axis: Axes
                     for v, s in zip(ins, scratch, strict=True):
                         np.copyto(s[:, :k], v[r0:r1].T)
                         blocks.append(s[:, :k])
-                    kernel(blocks, oscr[:, :k], (0,))
-                    np.copyto(ov[r0:r1].T, oscr[:, :k])
+                    kernel(blocks, oscr[:, :k], (0,), ov[r0:r1].T)
 
     else:
         red = lay.red
@@ -190,7 +192,8 @@ def _apply(kernel: Kernel, operands: Sequence[NDArray], out: NDArray, axis: Axes
                 for b in range(lo, hi):
                     r0 = b * bsz
                     r1 = min(r0 + bsz, lay.n_rows)
-                    kernel([v[r0:r1] for v in ins], ov[r0:r1], red)
+                    ob = ov[r0:r1]
+                    kernel([v[r0:r1] for v in ins], ob, red, ob)
 
     _run_parallel(lay.n_blocks, lay.nbytes, work)
     return out
@@ -224,7 +227,9 @@ def _rdot(a: NDArray, b: NDArray, out: NDArray, red: Axes) -> NDArray:
     return _rsum(out, red)
 
 
-def _softmax_block(ops: Sequence[NDArray], out: NDArray, red: Axes, log: bool) -> None:
+def _softmax_block(
+    ops: Sequence[NDArray], out: NDArray, red: Axes, dest: NDArray, log: bool
+) -> None:
     x = ops[0]
     w = ops[1] if len(ops) > 1 else None
     if w is None:
@@ -242,28 +247,28 @@ def _softmax_block(ops: Sequence[NDArray], out: NDArray, red: Axes, log: bool) -
         if w is not None:
             np.copyto(s, 1.0, where=none_valid)
         np.log(s, out=s)
-        np.subtract(out, s, out=out)
+        np.subtract(out, s, out=dest)
         if w is not None:
-            np.copyto(out, -np.inf, where=np.logical_not(w))
+            np.copyto(dest, -np.inf, where=np.logical_not(w))
     else:
         np.exp(out, out=out)
         s = _rsum(out, red)
         if w is not None:
             np.copyto(s, 1.0, where=none_valid)
-        np.divide(out, s, out=out)
+        np.divide(out, s, out=dest)
         if w is not None:
-            np.copyto(out, 0.0, where=np.logical_not(w))
+            np.copyto(dest, 0.0, where=np.logical_not(w))
 
 
-def _softmax_prod_block(ops: Sequence[NDArray], out: NDArray, red: Axes) -> None:
+def _softmax_prod_block(ops: Sequence[NDArray], out: NDArray, red: Axes, dest: NDArray) -> None:
     """``y * (v - sum(v * y))``: the softmax JVP and VJP (J is symmetric)."""
     y, v = ops
     d = _rdot(v, y, out, red)
     np.subtract(v, d, out=out)
-    np.multiply(out, y, out=out)
+    np.multiply(out, y, out=dest)
 
 
-def _log_vjp_block(ops: Sequence[NDArray], out: NDArray, red: Axes) -> None:
+def _log_vjp_block(ops: Sequence[NDArray], out: NDArray, red: Axes, dest: NDArray) -> None:
     """``g - exp(l) * sum(g)``, with ``g`` zeroed and the result zero where masked out."""
     l, g = ops[0], ops[1]  # noqa: E741
     w = ops[2] if len(ops) > 2 else None
@@ -271,32 +276,32 @@ def _log_vjp_block(ops: Sequence[NDArray], out: NDArray, red: Axes) -> None:
         s = _rsum(g, red)
         np.exp(l, out=out)
         np.multiply(out, s, out=out)
-        np.subtract(g, out, out=out)
+        np.subtract(g, out, out=dest)
         return
     gm = np.zeros_like(g)  # block-sized scratch
     np.copyto(gm, g, where=w)
     s = _rsum(gm, red)
     np.exp(l, out=out)
     np.multiply(out, s, out=out)
-    np.subtract(gm, out, out=out)
-    np.copyto(out, 0.0, where=np.logical_not(w))
+    np.subtract(gm, out, out=dest)
+    np.copyto(dest, 0.0, where=np.logical_not(w))
 
 
-def _log_jvp_block(ops: Sequence[NDArray], out: NDArray, red: Axes) -> None:
+def _log_jvp_block(ops: Sequence[NDArray], out: NDArray, red: Axes, dest: NDArray) -> None:
     """``v - sum(exp(l) * v)``, with ``v`` zeroed and the result zero where masked out."""
     l, v = ops[0], ops[1]  # noqa: E741
     w = ops[2] if len(ops) > 2 else None
     if w is None:
         np.exp(l, out=out)
         d = _rdot(out, v, out, red)
-        np.subtract(v, d, out=out)
+        np.subtract(v, d, out=dest)
         return
     np.copyto(out, 0.0)
     np.copyto(out, v, where=w)  # out = v masked
     e = np.exp(l)  # block-sized scratch
     d = _rdot(e, out, e, red)
-    np.subtract(out, d, out=out)
-    np.copyto(out, 0.0, where=np.logical_not(w))
+    np.subtract(out, d, out=dest)
+    np.copyto(dest, 0.0, where=np.logical_not(w))
 
 
 # -- entry points -------------------------------------------------------------------------------
@@ -330,8 +335,8 @@ def _forward(x: Array, axis: Axes, where: Array | None, log: bool) -> Array:
     out = np.empty(x.shape, dtype=x.dtype)
     ops = [x] if w is None else [x, w]
 
-    def kernel(blocks: Sequence[NDArray], ob: NDArray, red: Axes) -> None:
-        _softmax_block(blocks, ob, red, log)
+    def kernel(blocks: Sequence[NDArray], ob: NDArray, red: Axes, dest: NDArray) -> None:
+        _softmax_block(blocks, ob, red, dest, log)
 
     return _apply(kernel, ops, out, axis)
 
