@@ -451,6 +451,7 @@ def _table(rows: list[Row]) -> str:
 
 
 def _plot(rows: list[Row], path: Path) -> str:
+    """GB/s per shape, one panel per backend, device and dtype; the copy rooflines dashed."""
     try:
         import matplotlib
 
@@ -458,36 +459,46 @@ def _plot(rows: list[Row], path: Path) -> str:
         import matplotlib.pyplot as plt
     except ImportError:
         return "matplotlib is not installed: no plot written"
-    panels = sorted({(r.backend, r.device, r.dtype) for r in rows
-                     if not r.kernel.endswith("jacobian")})
-    if not panels:
+    rows = [r for r in rows if not r.kernel.endswith("jacobian")]
+    backends = sorted({(r.backend, r.device) for r in rows})
+    dtypes = sorted({r.dtype for r in rows})
+    if not backends:
         return "nothing to plot"
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
-    for ax, (b, d, dt) in zip(axes[0], panels, strict=True):
-        sel = [r for r in rows if (r.backend, r.device, r.dtype) == (b, d, dt)
-               and not r.kernel.endswith("jacobian")]
-        series: dict[str, list[tuple[int, float]]] = {}
-        for r in sel:
-            if r.role == "copy":
-                label = f"roofline: {r.impl} ({r.kernel[-1]} arrays)"
-            elif r.kernel in ("softmax", "softmax_vjp"):
-                label = f"{r.kernel}: {r.impl}"
-            else:
-                continue
-            series.setdefault(label, []).append((r.bytes, r.gbps))
-        for label, pts in sorted(series.items()):
-            pts.sort()
-            style = "k--" if label.startswith("roofline") else "o-"
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], style, label=label,
-                    alpha=0.6 if label.startswith("roofline") and "3" in label else 1.0)
-        ax.set_xscale("log")
-        ax.set_xlabel("bytes moved per call")
-        ax.set_ylabel("GB/s (bytes moved / median time)")
-        ax.set_title(f"{b} {d} {dt}")
-        ax.legend(fontsize=6)
-        ax.grid(alpha=0.3)
+    fig, axes = plt.subplots(len(backends), len(dtypes), figsize=(6.5 * len(dtypes),
+                             3.8 * len(backends)), squeeze=False)
+    for i, (b, d) in enumerate(backends):
+        for j, dt in enumerate(dtypes):
+            ax = axes[i][j]
+            sel = [r for r in rows if (r.backend, r.device, r.dtype) == (b, d, dt)]
+            shapes = sorted({tuple(r.shape) for r in sel}, key=lambda s: (math.prod(s), s))
+            pos = {s: k for k, s in enumerate(shapes)}
+            series: dict[str, dict[int, float]] = {}
+            for r in sel:
+                if r.role == "copy":
+                    label = f"roofline: {r.impl} ({r.kernel[-1]} arrays)"
+                elif r.kernel in ("softmax", "softmax_vjp"):
+                    label = f"{r.kernel}: {r.impl}"
+                else:
+                    continue
+                series.setdefault(label, {})[pos[tuple(r.shape)]] = r.gbps
+            for label, pts in sorted(series.items()):
+                xs = sorted(pts)
+                if label.startswith("roofline"):
+                    color = "black" if "(2 arrays)" in label else "grey"
+                    ax.plot(xs, [pts[x] for x in xs], "--", color=color, label=label,
+                            linewidth=2)
+                else:
+                    ax.plot(xs, [pts[x] for x in xs], "o-" if "softmax_xp" in label else "s:",
+                            label=label)
+            ax.set_xticks(range(len(shapes)))
+            ax.set_xticklabels(["x".join(map(str, s)) for s in shapes], fontsize=8)
+            ax.set_yscale("log")
+            ax.set_ylabel("GB/s (bytes moved / median)")
+            ax.set_title(f"{b} {d} {dt}")
+            ax.legend(fontsize=6, loc="best")
+            ax.grid(alpha=0.3, which="both")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
     return f"plot written to {path}"
 
