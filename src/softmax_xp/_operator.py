@@ -93,7 +93,12 @@ def _itemsize(xp: Namespace, dtype: Any) -> int:
 
 
 def _gib(n: float) -> str:
-    return f"{n / 2**30:.3g} GiB"
+    if n == math.inf:
+        return "inf"
+    for unit, size in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= size:
+            return f"{n / size:.4g} {unit}"
+    return f"{n:.0f} bytes"
 
 
 def check_dense_budget(
