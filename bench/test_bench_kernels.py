@@ -33,21 +33,15 @@ else:
 JAC_SHAPES.append(_bench.SEED_JAC)
 
 
-def _builder(backend: str) -> Any:
-    if backend == "numpy":
-        return lambda shape, dtype, jac, device: _bench._numpy_cases(shape, dtype, jac)
-    return {"torch": _bench._torch_cases, "jax": _bench._jax_cases}[backend]
-
-
 @functools.cache
 def _cases(backend: str, dtype: str, shape: tuple[int, ...], jac: bool) -> dict[str, Any]:
-    cases = _builder(backend)(shape, dtype, jac, "cpu")
+    cases = _bench._build(backend, shape, dtype, jac, "cpu")
     return {f"{c.kernel}|{c.impl}": c for c in cases}
 
 
 def _names(backend: str, jac: bool) -> list[str]:
     """Case names, from a tiny shape (the set of cases does not depend on the shape)."""
-    return [f"{c.kernel}|{c.impl}" for c in _builder(backend)((2, 8), "float32", jac, "cpu")]
+    return [f"{c.kernel}|{c.impl}" for c in _bench._build(backend, (2, 8), "float32", jac, "cpu")]
 
 
 def _params() -> list[Any]:
@@ -70,14 +64,15 @@ def _params() -> list[Any]:
 def test_kernel(
     benchmark: Any, backend: str, dtype: str, shape: tuple[int, ...], jac: bool, name: str
 ) -> None:
-    case = _cases(backend, dtype, shape, jac).get(name)
-    if case is None:
-        pytest.skip(f"{name} not available for {shape}")
-    sync = _bench._sync_for(backend, "cpu")
-    fn = case.fn if sync is None else (lambda: sync(case.fn()))
-    sid = "x".join(map(str, shape))
-    benchmark.group = f"{backend} {dtype} {sid} {case.kernel}"
-    benchmark.extra_info.update(
-        {"bytes": case.nbytes, "role": case.role, "impl": case.impl, "kernel": case.kernel}
-    )
-    benchmark(fn)
+    with _bench._context(backend, dtype):  # JAX float64: x64 on, for this test only
+        case = _cases(backend, dtype, shape, jac).get(name)
+        if case is None:
+            pytest.skip(f"{name} not available for {shape}")
+        sync = _bench._sync_for(backend, "cpu")
+        fn = case.fn if sync is None else (lambda: sync(case.fn()))
+        sid = "x".join(map(str, shape))
+        benchmark.group = f"{backend} {dtype} {sid} {case.kernel}"
+        benchmark.extra_info.update(
+            {"bytes": case.nbytes, "role": case.role, "impl": case.impl, "kernel": case.kernel}
+        )
+        benchmark(fn)

@@ -19,6 +19,7 @@ samples; median with p20 / p80. CUDA timings use CUDA events after a synchronisa
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import importlib
 import json
@@ -310,11 +311,33 @@ def _jax_cases(shape: tuple[int, ...], dtype: str, jac: bool, device: str) -> li
         Case("log_softmax", "jit(jax.nn.log_softmax)", "peer", lambda: lfwd(x), n2),
         Case("softmax_vjp", "softmax_xp", "ours", lambda: sx.softmax_vjp(y, g), n3),
         Case("softmax_vjp", "jax.vjp backward (jit)", "peer", lambda: apply(vjp_fn, g)[0], n3),
+        Case("softmax_vjp", "jax.vjp backward (eager)", "peer", lambda: vjp_fn(g)[0], n3),
         Case("log_softmax_vjp", "softmax_xp", "ours", lambda: sx.log_softmax_vjp(ls, g), n3),
         Case("log_softmax_vjp", "jax.vjp backward (jit)", "peer",
              lambda: apply(lvjp_fn, g)[0], n3),
         Case("softmax_jvp", "softmax_xp", "ours", lambda: sx.softmax_jvp(y, g), n3),
     ]
+
+
+def _build(
+    backend: str, shape: tuple[int, ...], dtype: str, jac: bool, device: str
+) -> list[Case]:
+    """The cases of one (backend, shape, dtype) group: ours, the peers and the copy."""
+    if backend == "numpy":
+        return _numpy_cases(shape, dtype, jac)
+    if backend == "torch":
+        return _torch_cases(shape, dtype, jac, device)
+    return _jax_cases(shape, dtype, jac, device)
+
+
+def _context(backend: str, dtype: str) -> contextlib.AbstractContextManager[Any]:
+    """JAX computes in float64 only with x64 on: scoped to the group, never global."""
+    if backend == "jax" and dtype == "float64":
+        import jax
+
+        ctx: contextlib.AbstractContextManager[Any] = jax.enable_x64(True)
+        return ctx
+    return contextlib.nullcontext()
 
 
 def _sync_for(backend: str, device: str) -> Callable[[Any], None] | None:
@@ -561,26 +584,22 @@ def main(argv: list[str]) -> int:
         print("nothing to run", file=sys.stderr)
         return 0
 
-    builders = {"numpy": lambda s, dt, j, d: _numpy_cases(s, dt, j),
-                "torch": _torch_cases, "jax": _jax_cases}
-    n_cases = 0
-    prepared = []
-    for b, d, dt, s, j in plan:
-        cases = builders[b](s, dt, j, d)
-        if j and s == SEED_JAC:
-            cases = [c for c in cases if b == "numpy" or c.role != "copy"]
-        prepared.append((b, d, dt, s, cases))
-        n_cases += len(cases)
-        del cases
-    progress = Progress(n_cases, args.progress or sys.stderr.isatty())
+    # count the cases on a tiny shape (cheap), then build each group only while timing it, so
+    # that one group's arrays are alive at a time
+    total = 0
+    for b, _d, dt, s, j in plan:
+        with _context(b, dt):
+            total += len(_build(b, s if s == SEED_JAC else (2, 8), dt, j, "cpu"))
+    progress = Progress(total, args.progress or sys.stderr.isatty())
     rows: list[Row] = []
-    for b, d, dt, s, cases in prepared:
+    for b, d, dt, s, j in plan:
         sync = _sync_for(b, d)
-        for c in cases:
-            progress.step(f"{b} {d} {dt} {s} {c.kernel} {c.impl}")
-            med, p20, p80 = _time(c.fn, repeats, sync, cuda=(d == "cuda" and b == "torch"))
-            rows.append(Row(b, d, dt, list(s), c.kernel, c.impl, med, p20, p80, c.nbytes,
-                            c.nbytes / med / 1e6, role=c.role))
+        with _context(b, dt):
+            for c in _build(b, s, dt, j, d):
+                progress.step(f"{b} {d} {dt} {s} {c.kernel} {c.impl}")
+                med, p20, p80 = _time(c.fn, repeats, sync, cuda=(d == "cuda" and b == "torch"))
+                rows.append(Row(b, d, dt, list(s), c.kernel, c.impl, med, p20, p80, c.nbytes,
+                                c.nbytes / med / 1e6, role=c.role))
     progress.close()
     _fill_ratios(rows)
 
