@@ -17,9 +17,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _support import tolerance
+from _support import selected_backends, tolerance
 
 pytest.importorskip("jax")
+pytestmark = pytest.mark.skipif(
+    not any(b.is_jax for b in selected_backends()),
+    reason="JAX sharding runs in the sessions that test a JAX backend",
+)
 
 SCRIPT = textwrap.dedent(
     """

@@ -381,7 +381,9 @@ class LogSoftmaxJacobian(_JacobianOperator):
     ``J`` is an oblique projection (``J² = J``), not symmetric: :meth:`rmatvec` is
     ``g - p Σ g``. Its null space is ``1`` (shifting all logits), its range is
     ``{b : pᵀ b = 0}``: the tangent space of the set of log-probability vectors
-    (``Σ exp(l) = 1``), which :meth:`solve` works in.
+    (``Σ exp(l) = 1``), which :meth:`solve` works in. Like :func:`log_softmax_jacobian` it takes
+    no ``where``: an entry masked out in the forward pass (``l = -inf``, ``p = 0``) keeps its row
+    ``e_i - p`` of ``J``.
 
     Examples
     --------
