@@ -284,8 +284,36 @@ def prepare_pair(
 
 
 def restore_dtype(p: Prepared, result: Array) -> Array:
-    """Cast a result computed in the working dtype back to the output dtype."""
-    return _to(p.xp, result, p.out_dtype)
+    """Cast a result computed in the working dtype back to the output dtype.
+
+    Narrowing to float16 / bfloat16 can overflow (``log_softmax`` of logits near the float16
+    max goes below -65504); the correctly rounded result is then ``-inf``, which the cast gives.
+    NumPy warns about it, so NumPy-backed namespaces cast under a local ``errstate``; Dask casts
+    later on its own threads, so there values beyond the rounding threshold are made infinite
+    before the cast.
+    """
+    xp = p.xp
+    if result.dtype == p.out_dtype:
+        return result
+    if array_api_compat.is_dask_namespace(xp) and _narrows(xp, result.dtype, p.out_dtype):
+        info = xp.finfo(p.out_dtype)
+        fmax, eps = float(info.max), float(info.eps)
+        threshold = fmax + eps * fmax / (2.0 - eps) / 2.0  # max + half an ulp: rounds to inf
+        inf = xp.asarray(math.inf, dtype=result.dtype, device=array_api_compat.device(result))
+        result = xp.where(result >= threshold, inf, xp.where(result <= -threshold, -inf, result))
+    if array_api_compat.is_numpy_namespace(xp) or getattr(xp, "__name__", "") == "array_api_strict":
+        import numpy as np
+
+        with np.errstate(over="ignore"):
+            return xp.astype(result, p.out_dtype)
+    return xp.astype(result, p.out_dtype)
+
+
+def _narrows(xp: Namespace, src: Any, dst: Any) -> bool:
+    try:
+        return bool(xp.finfo(dst).max < xp.finfo(src).max)
+    except Exception:  # pragma: no cover - not floating
+        return False
 
 
 def axis_size(shape: tuple[int, ...], axis: tuple[int, ...]) -> int:

@@ -1,0 +1,309 @@
+"""Hypothesis fuzzing of every public function: backends, dtypes, shapes, axes, masks, values.
+
+Drawn per example: the dtype (float16, bfloat16, float32, float64, as the backend has them), a shape
+from a fixed list (0-size and 1-size axes included; a fixed list keeps ``jax.jit`` compilations
+bounded), the axis (int, negative int, tuple, None), the mask (none, random, broadcast) and the
+value range (normal, huge: up to the dtype's max, -inf-heavy).
+
+Properties:
+
+- forward: each result equals the float64 SciPy softmax of the values the array holds (over the
+  unmasked entries), rounded to the dtype, within the dtype's tolerance; it is finite exactly
+  where docs/semantics.md says so; softmax slices sum to 1 within the dtype's tolerance;
+- derivatives: JVP and VJP equal the dense Jacobian applied to the vector;
+- the dense Jacobian equals float64 central finite differences of ``scipy.special.softmax`` /
+  ``log_softmax`` (float64, small shapes).
+
+Each property runs at least 300 examples per backend (``HYPOTHESIS_PROFILE=long`` runs more).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pytest
+from _support import FD_TOLERANCE, Backend, Lib, assert_close, tolerance
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import softmax_xp as sx
+
+Axis = int | tuple[int, ...] | None
+
+EXAMPLES = max(300, settings().max_examples)
+
+SHAPES: list[tuple[int, ...]] = [
+    (6,),
+    (1,),
+    (0,),
+    (3, 5),
+    (4, 1),
+    (1, 7),
+    (0, 3),
+    (3, 0),
+    (2, 3, 4),
+    (2, 1, 3),
+    (2, 0, 3),
+]
+VALUES = ["normal", "huge", "-inf-heavy"]
+
+
+# -- drawing --------------------------------------------------------------------------------------
+def _dtypes(lib: Lib) -> list[str]:
+    names = ["float16", "bfloat16", "float32", "float64"]
+    b = lib.backend
+    if b in (Backend.NUMPY, Backend.NUMPY_READONLY, Backend.DASK, Backend.ARRAY_API_STRICT):
+        names.remove("bfloat16")
+    if b is Backend.ARRAY_API_STRICT:
+        names.remove("float16")
+    if b.is_jax:
+        import jax
+
+        if not jax.config.jax_enable_x64:
+            names.remove("float64")
+    return names
+
+
+def _axes(ndim: int) -> list[Axis]:
+    out: list[Axis] = [None]
+    if ndim:
+        out += [ndim - 1, -1, 0, -ndim]
+    if ndim >= 2:
+        out += [(0, ndim - 1), (-1, 0), tuple(range(ndim))]
+    if ndim >= 3:
+        out += [(1,), (0, 2), (-2, -1)]
+    return out
+
+
+def _np_dtype(name: str) -> Any:
+    if name == "bfloat16":
+        import ml_dtypes
+
+        return ml_dtypes.bfloat16
+    return np.dtype(name)
+
+
+def _fmax(name: str) -> float:
+    return {"float16": 65504.0, "bfloat16": 3.3895313892515355e38}.get(
+        name, float(np.finfo(name).max) if name in ("float32", "float64") else 0.0
+    )
+
+
+def _values(rng: np.random.Generator, kind: str, shape: tuple[int, ...], dtype: str) -> np.ndarray:
+    """Logits of one value range, as the float64 values the ``dtype`` array will hold."""
+    if kind == "normal":
+        x = rng.normal(0.0, 3.0, shape)
+    elif kind == "huge":
+        fmax = _fmax(dtype)
+        x = rng.uniform(-1.0, 1.0, shape) * fmax
+        pick = rng.random(shape)
+        x = np.where(pick < 0.15, fmax, np.where(pick < 0.3, -fmax, x))
+        x = np.where((pick > 0.3) & (pick < 0.4), rng.normal(0, 3, shape), x)
+    else:
+        x = np.where(rng.random(shape) < 0.6, -np.inf, rng.normal(0.0, 3.0, shape))
+    return x.astype(_np_dtype(dtype)).astype(np.float64)
+
+
+def _mask(rng: np.random.Generator, kind: str, shape: tuple[int, ...]) -> np.ndarray | None:
+    if kind == "none":
+        return None
+    if kind == "broadcast" and shape:
+        return rng.random(shape[-1:]) < 0.6
+    return rng.random(shape) < 0.6
+
+
+class Case:
+    """One drawn example."""
+
+    def __init__(self, data: st.DataObject, lib: Lib, *, values: list[str] = VALUES) -> None:
+        self.dtype: str = data.draw(st.sampled_from(_dtypes(lib)), label="dtype")
+        self.shape: tuple[int, ...] = data.draw(st.sampled_from(SHAPES), label="shape")
+        self.axis: Axis = data.draw(st.sampled_from(_axes(len(self.shape))), label="axis")
+        self.values: str = data.draw(st.sampled_from(values), label="values")
+        mask_kind = data.draw(st.sampled_from(["none", "random", "broadcast"]), label="mask")
+        rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1), label="seed"))
+        self.x = _values(rng, self.values, self.shape, self.dtype)
+        self.where = _mask(rng, mask_kind, self.shape)
+        self.t = rng.normal(0.0, 1.0, self.shape).astype(_np_dtype(self.dtype)).astype(np.float64)
+
+    def full_mask(self) -> np.ndarray:
+        if self.where is None:
+            return np.ones(self.shape, bool)
+        return np.broadcast_to(self.where, self.shape)
+
+
+# -- references -----------------------------------------------------------------------------------
+def _norm(axis: Axis, ndim: int) -> tuple[int, ...]:
+    if axis is None:
+        return tuple(range(ndim))
+    return tuple(sorted(a % ndim for a in (axis if isinstance(axis, tuple) else (axis,))))
+
+
+def _rows(a: np.ndarray, axis: Axis) -> np.ndarray:
+    axes = _norm(axis, a.ndim)
+    batch = tuple(i for i in range(a.ndim) if i not in axes)
+    moved = np.transpose(a, batch + axes)
+    return moved.reshape((*moved.shape[: len(batch)], math.prod(a.shape[i] for i in axes)))
+
+
+def _unrows(rows: np.ndarray, shape: tuple[int, ...], axis: Axis) -> np.ndarray:
+    axes = _norm(axis, len(shape))
+    batch = tuple(i for i in range(len(shape)) if i not in axes)
+    moved = rows.reshape(tuple(shape[i] for i in batch) + tuple(shape[i] for i in axes))
+    return np.transpose(moved, np.argsort(batch + axes))
+
+
+def scipy_forward(x: np.ndarray, mask: np.ndarray, axis: Axis, *, log: bool) -> np.ndarray:
+    """float64 SciPy softmax over the unmasked entries, with the table's rules for the rest."""
+    from scipy.special import log_softmax, softmax
+
+    rows, mrows = _rows(x, axis), _rows(mask, axis)
+    out = np.full(rows.shape, -np.inf if log else 0.0)
+    for idx in np.ndindex(rows.shape[:-1]):
+        keep = mrows[idx]
+        if not keep.any():
+            continue  # all masked: zeros (log: -inf)
+        r = rows[idx][keep]
+        if not np.isfinite(r.max()):  # +inf, NaN or only -inf: NaN (torch and JAX agree)
+            out[idx][keep] = np.nan
+            continue
+        with np.errstate(over="ignore"):  # -max - max: -inf is the rounded result
+            out[idx][keep] = (log_softmax if log else softmax)(r)
+    return _unrows(out, x.shape, axis)
+
+
+def _round(a: np.ndarray, dtype: str) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        return a.astype(_np_dtype(dtype)).astype(np.float64)
+
+
+def _settings() -> settings:
+    return settings(max_examples=EXAMPLES)
+
+
+# -- forward --------------------------------------------------------------------------------------
+@_settings()
+@given(data=st.data())
+def test_forward(lib: Lib, data: st.DataObject) -> None:
+    c = Case(data, lib)
+    log = data.draw(st.booleans(), label="log")
+    fn = sx.log_softmax if log else sx.softmax
+    kw: dict[str, Any] = {"axis": c.axis}
+    if c.where is not None:
+        kw["where"] = lib.asarray(c.where)
+    out = lib.call(fn, lib.asarray(c.x, c.dtype), **kw)
+    mask = c.full_mask()
+    expected = _round(scipy_forward(c.x, mask, c.axis, log=log), c.dtype)
+    assert_close(lib, out, expected, dtype=c.dtype)
+
+    got = lib.to_numpy(out)
+    rows, mrows, xrows = _rows(got, c.axis), _rows(mask, c.axis), _rows(c.x, c.axis)
+    for idx in np.ndindex(rows.shape[:-1]):
+        keep = mrows[idx]
+        if not keep.any() or rows.shape[-1] == 0:
+            continue
+        if np.isfinite(xrows[idx][keep].max()):  # the table: a finite slice maximum
+            probs = np.exp(rows[idx]) if log else rows[idx]
+            assert np.all(np.isfinite(probs)), f"non-finite result in a finite slice: {rows[idx]}"
+            if not log:
+                rtol, _ = tolerance(c.dtype)
+                assert abs(probs.sum() - 1.0) <= rtol, f"slice sums to {probs.sum()}"
+
+
+# -- derivatives against the dense Jacobian -------------------------------------------------------
+def _wide(lib: Lib, a: Any, dtype: str) -> Any:
+    """``a`` in float32 when it is half precision (its values unchanged)."""
+    return a if dtype in ("float32", "float64") else lib.xp.astype(a, lib.dtype("float32"))
+
+
+@_settings()
+@given(data=st.data())
+def test_derivatives_match_dense_jacobian(lib: Lib, data: st.DataObject) -> None:
+    c = Case(data, lib)
+    log = data.draw(st.booleans(), label="log")
+    mask = c.full_mask()
+    x = lib.asarray(c.x, c.dtype)
+    t = lib.asarray(c.t, c.dtype)
+    where = None if c.where is None else lib.asarray(c.where)
+    wkw = {} if where is None else {"where": where}
+    rows_shape = _rows(c.x, c.axis).shape
+    if log:
+        fwd = lib.call(sx.log_softmax, x, axis=c.axis, **wkw)
+        jvp = lib.call(sx.log_softmax_jvp, fwd, t, axis=c.axis, **wkw)
+        vjp = lib.call(sx.log_softmax_vjp, fwd, t, axis=c.axis, **wkw)
+        jac_fn = sx.log_softmax_jacobian
+    else:
+        fwd = lib.call(sx.softmax, x, axis=c.axis, **wkw)
+        jvp = lib.call(sx.softmax_jvp, fwd, t, axis=c.axis)
+        vjp = lib.call(sx.softmax_vjp, fwd, t, axis=c.axis)
+        jac_fn = sx.softmax_jacobian
+    jac = lib.call(jac_fn, _wide(lib, fwd, c.dtype), axis=c.axis)
+    assert tuple(jac.shape) == (*rows_shape, rows_shape[-1])
+    J = lib.to_numpy(jac)
+    m = _rows(mask, c.axis)
+    trows = _rows(c.t, c.axis)
+    if log:  # the mask-aware kernels: masked tangents ignored, masked outputs zero
+        tm = np.where(m, trows, 0.0)
+        with np.errstate(invalid="ignore"):
+            jv = np.where(m, np.einsum("...ij,...j->...i", J, tm), 0.0)
+            vj = np.where(m, np.einsum("...i,...ij->...j", tm, J), 0.0)
+    else:
+        with np.errstate(invalid="ignore"):
+            jv = np.einsum("...ij,...j->...i", J, trows)
+            vj = np.einsum("...i,...ij->...j", trows, J)
+    assert_close(lib, jvp, _round(_unrows(jv, c.shape, c.axis), c.dtype), dtype=c.dtype)
+    assert_close(lib, vjp, _round(_unrows(vj, c.shape, c.axis), c.dtype), dtype=c.dtype)
+
+
+# -- the dense Jacobian against finite differences ------------------------------------------------
+def _fd_jacobian(
+    x: np.ndarray, mask: np.ndarray, axis: Axis, *, log: bool, h: float = 1e-6
+) -> np.ndarray:
+    rows, mrows = _rows(x, axis), _rows(mask, axis)
+    c = rows.shape[-1]
+    jac = np.zeros((*rows.shape, c))
+
+    def flat(r: np.ndarray) -> np.ndarray:
+        return _rows(scipy_forward(_unrows(r, x.shape, axis), mask, axis, log=log), axis)
+
+    for j in range(c):
+        step = np.zeros(c)
+        step[j] = h
+        with np.errstate(invalid="ignore"):  # -inf - -inf where an output is -inf
+            d = (flat(rows + step) - flat(rows - step)) / (2 * h)
+        # a -inf output does not move: its derivative is 0 (NaN from -inf - -inf above)
+        still = np.isneginf(flat(rows))
+        jac[..., :, j] = np.where(still, 0.0, d)
+    mm = mrows[..., :, None] & mrows[..., None, :]
+    return np.where(mm, jac, 0.0) if not log else jac
+
+
+@_settings()
+@given(data=st.data())
+def test_dense_jacobian_matches_finite_differences(lib: Lib, data: st.DataObject) -> None:
+    if "float64" not in _dtypes(lib):
+        pytest.skip(f"{lib.backend.value}: no float64")
+    log = data.draw(st.booleans(), label="log")
+    # Finite differences see no change at a -inf output; the derivative of log_softmax there is
+    # still I - 1 softmaxᵀ (torch and JAX agree, tests/test_edge_values.py), so log: finite only.
+    c = Case(data, lib, values=["normal"] if log else ["normal", "-inf-heavy"])
+    seed = data.draw(st.integers(0, 2**32 - 1), label="float64 seed")
+    x = _values(np.random.default_rng(seed), c.values, c.shape, "float64")
+    mask = np.ones(c.shape, bool) if log else c.full_mask()  # log_softmax_jacobian takes no mask
+    wkw = {} if log or c.where is None else {"where": lib.asarray(c.where)}
+    fwd_fn, jac_fn = (
+        (sx.log_softmax, sx.log_softmax_jacobian) if log else (sx.softmax, sx.softmax_jacobian)
+    )
+    fwd = lib.call(fwd_fn, lib.asarray(x, "float64"), axis=c.axis, **wkw)
+    jac = lib.call(jac_fn, fwd, axis=c.axis)
+    expected = _fd_jacobian(x, mask, c.axis, log=log)
+    # docs/semantics.md: in a NaN slice (unmasked logits all -inf) the masked entries' derivatives
+    # are unspecified for the kernels that take no mask; they are not compared.
+    mrows = _rows(mask, c.axis)
+    nan_slice = np.isnan(_rows(lib.to_numpy(fwd), c.axis)).any(axis=-1)[..., None, None]
+    free = nan_slice & ~(mrows[..., :, None] & mrows[..., None, :])
+    expected = np.where(free, lib.to_numpy(jac), expected)
+    rtol, atol = FD_TOLERANCE
+    assert_close(lib, jac, expected, dtype="float64", rtol=rtol, atol=atol)
