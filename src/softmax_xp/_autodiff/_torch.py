@@ -98,7 +98,10 @@ def _layout_of(primal: Tensor, tangent: Tensor) -> Tensor:
     Only for plain forward AD: ``torch.func`` wrappers are not views and need no copy (and
     under ``vmap`` an ``empty_like(primal)`` would be unbatched).
     """
-    if torch._C._functorch.is_functorch_wrapped_tensor(tangent) or tangent.stride() == primal.stride():
+    if (
+        torch._C._functorch.is_functorch_wrapped_tensor(tangent)
+        or tangent.stride() == primal.stride()
+    ):
         return tangent
     return torch.empty_like(primal).copy_(tangent)
 
