@@ -92,36 +92,55 @@ class Progress:
             sys.stderr.write("\n")
 
 
-def _time(fn: Callable[[], Any], repeats: int, sync: Callable[[Any], None] | None,
-          cuda: bool = False) -> tuple[float, float, float]:
-    """Median, p20 and p80 in ms of ``fn()`` after a warm-up; ``sync`` waits for the result."""
-    for _ in range(2):
-        out = fn()
-        if sync is not None:
-            sync(out)
-    samples = []
+def _sample(fn: Callable[[], Any], sync: Callable[[Any], None] | None, cuda: bool) -> float:
+    """One timed call of ``fn`` in ms; ``sync`` waits for the result (JAX), CUDA uses events."""
     if cuda:
         import torch
 
-        for _ in range(repeats):
-            torch.cuda.synchronize()
-            start = torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]
-            end = torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]
-            start.record()
-            fn()
-            end.record()
-            end.synchronize()
-            samples.append(float(start.elapsed_time(end)))
-    else:
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            out = fn()
-            if sync is not None:
-                sync(out)
-            samples.append((time.perf_counter() - t0) * 1e3)
-            del out
-    q = statistics.quantiles(samples, n=5) if len(samples) > 1 else [samples[0]] * 4
-    return statistics.median(samples), q[0], q[3]
+        torch.cuda.synchronize()
+        start = torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]
+        end = torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        return float(start.elapsed_time(end))
+    t0 = time.perf_counter()
+    out = fn()
+    if sync is not None:
+        sync(out)
+    dt = (time.perf_counter() - t0) * 1e3
+    del out
+    return dt
+
+
+def _time_group(
+    fns: list[Callable[[], Any]],
+    repeats: int,
+    sync: Callable[[Any], None] | None,
+    cuda: bool = False,
+    on_warm: Callable[[int], None] | None = None,
+) -> list[tuple[float, float, float]]:
+    """Median, p20 and p80 (ms) of each of ``fns``, sampled in turn.
+
+    Each function is warmed up (compilation, caches, pool threads), then the group is sampled
+    round-robin, ``repeats`` rounds: a kernel, its peers and the copy of the same bytes see the
+    same load on the machine, so their ratios hold even when the machine's speed drifts.
+    """
+    for k, fn in enumerate(fns):
+        for _ in range(2):
+            _sample(fn, sync, cuda)
+        if on_warm is not None:
+            on_warm(k)
+    samples: list[list[float]] = [[] for _ in fns]
+    for _ in range(repeats):
+        for k, fn in enumerate(fns):
+            samples[k].append(_sample(fn, sync, cuda))
+    out = []
+    for ss in samples:
+        q = statistics.quantiles(ss, n=5) if len(ss) > 1 else [ss[0]] * 4
+        out.append((statistics.median(ss), q[0], q[3]))
+    return out
 
 
 # -- what each backend offers ---------------------------------------------------------------------
@@ -189,6 +208,7 @@ def _numpy_cases(shape: tuple[int, ...], dtype: str, jac: bool) -> list[Case]:
     o = np.empty_like(x)
     cases = [
         Case("copy2", "np.copyto", "copy", lambda: np.copyto(o, x), n2),
+        Case("copy2_fresh", "x.copy() (fresh output)", "copy", lambda: x.copy(), n2),
         Case("copy3", "np.add(out=)", "copy", lambda: np.add(x, g, out=o), n3),
         Case("softmax", "softmax_xp", "ours", lambda: sx.softmax(x), n2),
         Case("log_softmax", "softmax_xp", "ours", lambda: sx.log_softmax(x), n2),
@@ -256,6 +276,7 @@ def _torch_cases(shape: tuple[int, ...], dtype: str, jac: bool, device: str) -> 
     lr = torch.log_softmax(xr, -1)
     return [
         Case("copy2", "tensor.copy_", "copy", lambda: o.copy_(x), n2),
+        Case("copy2_fresh", "x.clone() (fresh output)", "copy", lambda: x.clone(), n2),
         Case("copy3", "torch.add(out=)", "copy", lambda: torch.add(x, g, out=o), n3),
         Case("softmax", "softmax_xp", "ours", lambda: sx.softmax(x), n2),
         Case("softmax", "torch.softmax", "peer", lambda: torch.softmax(x, -1), n2),
@@ -285,11 +306,13 @@ def _jax_cases(shape: tuple[int, ...], dtype: str, jac: bool, device: str) -> li
         nj = shape[0] * shape[1] ** 2 * item
         jr = jax.jit(jax.vmap(jax.jacrev(jax.nn.softmax)))
         jf = jax.jit(jax.vmap(jax.jacfwd(jax.nn.softmax)))
+        jre = jax.vmap(jax.jacrev(jax.nn.softmax))
         fresh = jax.jit(lambda r: -jnp.broadcast_to(r[:, :, None], (*r.shape, r.shape[-1])))
         return [
             Case("softmax_jacobian", "softmax_xp", "ours", lambda: sx.softmax_jacobian(y), nj),
             Case("softmax_jacobian", "jax.jacrev (jit, vmap)", "peer", lambda: jr(x), nj),
             Case("softmax_jacobian", "jax.jacfwd (jit, vmap)", "peer", lambda: jf(x), nj),
+            Case("softmax_jacobian", "jax.jacrev (vmap, eager)", "peer", lambda: jre(x), nj),
             Case("softmax_jacobian", "fresh write", "copy", lambda: fresh(y), nj),
         ]
     g = jax.device_put(jnp.asarray(rng.standard_normal(shape), dtype=dtype), dev)
@@ -450,6 +473,9 @@ def _fill_ratios(rows: list[Row]) -> None:
                            None)
             if ref:
                 r.x_copy = r.median_ms / ref
+            fresh = copies.get("copy2_fresh")
+            if fresh and r.bytes == 2 * math.prod(r.shape) * _item(r):
+                r.extra["x_fresh_copy"] = r.median_ms / fresh
             if r.role == "ours":
                 peers = [p.median_ms for p in rs if p.kernel == r.kernel and p.role == "peer"]
                 if peers:
@@ -498,7 +524,8 @@ def _plot(rows: list[Row], path: Path) -> str:
             series: dict[str, dict[int, float]] = {}
             for r in sel:
                 if r.role == "copy":
-                    label = f"roofline: {r.impl} ({r.kernel[-1]} arrays)"
+                    n = "3" if r.kernel == "copy3" else "2"
+                    label = f"roofline: {r.impl} ({n} arrays)"
                 elif r.kernel in ("softmax", "softmax_vjp"):
                     label = f"{r.kernel}: {r.impl}"
                 else:
@@ -507,7 +534,8 @@ def _plot(rows: list[Row], path: Path) -> str:
             for label, pts in sorted(series.items()):
                 xs = sorted(pts)
                 if label.startswith("roofline"):
-                    color = "black" if "(2 arrays)" in label else "grey"
+                    color = ("grey" if "(3 arrays)" in label else
+                             "tab:brown" if "fresh" in label else "black")
                     ax.plot(xs, [pts[x] for x in xs], "--", color=color, label=label,
                             linewidth=2)
                 else:
@@ -595,11 +623,17 @@ def main(argv: list[str]) -> int:
     for b, d, dt, s, j in plan:
         sync = _sync_for(b, d)
         with _context(b, dt):
-            for c in _build(b, s, dt, j, d):
-                progress.step(f"{b} {d} {dt} {s} {c.kernel} {c.impl}")
-                med, p20, p80 = _time(c.fn, repeats, sync, cuda=(d == "cuda" and b == "torch"))
+            cases = _build(b, s, dt, j, d)
+
+            def warm(k: int, cases: list[Case] = cases, group: str = f"{b} {d} {dt} {s}") -> None:
+                progress.step(f"{group} {cases[k].kernel} {cases[k].impl}")
+
+            stats = _time_group([c.fn for c in cases], repeats, sync,
+                                cuda=(d == "cuda" and b == "torch"), on_warm=warm)
+            for c, (med, p20, p80) in zip(cases, stats, strict=True):
                 rows.append(Row(b, d, dt, list(s), c.kernel, c.impl, med, p20, p80, c.nbytes,
                                 c.nbytes / med / 1e6, role=c.role))
+            del cases
     progress.close()
     _fill_ratios(rows)
 
