@@ -139,6 +139,10 @@ def main(argv: list[str]) -> int:
     print(f"Run: `{' '.join(data['command'])}` at {data['time']}, {data['repeats']} timed samples "
           "per case (medians).\n")
     print(f"Machine: {data['cpu']}, {data['cpu_count']} CPUs ({data['platform']}).\n")
+    if data.get("loadavg_before"):
+        lb, la = data["loadavg_before"], data["loadavg_after"]
+        print(f"Load average (1/5/15 min) before the run: {lb[0]:.1f} / {lb[1]:.1f} / {lb[2]:.1f}; "
+              f"after: {la[0]:.1f} / {la[1]:.1f} / {la[2]:.1f} (on {data['cpu_count']} CPUs).\n")
     print("Versions: " + ", ".join(f"{k} {v}" for k, v in data["versions"].items()) + ".\n")
     print("### Targets\n")
     print("\n".join(targets(rows, memory)))

@@ -598,6 +598,7 @@ def main(argv: list[str]) -> int:
         shapes = QUICK_SHAPES if args.quick else FULL_SHAPES
     jac_shapes = [*(QUICK_JAC if args.quick else FULL_JAC), SEED_JAC]
 
+    load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
     plan: list[tuple[str, str, str, tuple[int, ...], bool]] = []
     for b in backends:
         for d in devices:
@@ -662,6 +663,9 @@ def main(argv: list[str]) -> int:
             "versions": _versions(),
             "command": ["softmax-xp", "bench", *argv],
             "repeats": repeats,
+            # the machine may be shared: its load (1, 5, 15 min) before and after the run
+            "loadavg_before": load_before,
+            "loadavg_after": os.getloadavg() if hasattr(os, "getloadavg") else None,
             "rows": [asdict(r) for r in rows],
             "memory": memory,
         }
