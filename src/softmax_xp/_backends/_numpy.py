@@ -17,8 +17,9 @@ Every kernel is memory-bound, so the aim is to move each byte once:
   than the bytes it reads. Blocks of such rows are copied transposed into cache-sized scratch,
   where every reduction runs across rows (vectorised), and copied back.
 
-The arithmetic is the generic kernel's, step for step (same shift, same ``where`` handling, division
-rather than a reciprocal), so results agree with it, NaN placement included. Floating-point warnings
+The arithmetic is the generic kernel's, step for step (same shift, same ``where`` handling; the
+one liberty is scaling by ``1 / sum`` instead of dividing, which differs by an ulp), so results
+agree with it, NaN placement included. Floating-point warnings
 (``inf - inf`` and the like, which the generic code can raise) are silenced inside a local
 ``np.errstate`` in each worker; no global state is changed.
 """
@@ -255,7 +256,10 @@ def _softmax_block(
         s = _rsum(out, red)
         if w is not None:
             np.copyto(s, 1.0, where=none_valid)
-        np.divide(out, s, out=dest)
+        # s is in [1, C] (the maximum contributes exp(0) = 1; all-masked slices use 1) or NaN,
+        # so scaling by 1/s is safe; it costs half a division pass and differs by an ulp.
+        np.reciprocal(s, out=s)
+        np.multiply(out, s, out=dest)
         if w is not None:
             np.copyto(dest, 0.0, where=np.logical_not(w))
 
