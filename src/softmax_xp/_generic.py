@@ -91,12 +91,11 @@ def _shift(x: Array, m: Array, xp: Namespace) -> Array:
     if not array_api_compat.is_dask_namespace(xp):
         return x - m
     # Dask: chunks are computed later, outside any errstate of ours, so avoid the overflow itself.
-    # x - m can only overflow when m > 0 and x < m - fmax; clamp x to lo = max(m, 0) - fmax
-    # (computed without overflow) and put -inf where x was below it.
-    fmax = float(xp.finfo(x.dtype).max)
-    lo = xp.maximum(m, _const(xp, m, 0.0)) - _const(xp, m, fmax)
-    below = x < lo
-    return xp.where(below, _const(xp, x, -math.inf), xp.where(below, lo, x) - m)
+    # Halving is exact (bar subnormals, irrelevant at this scale) and commutes with rounding, so
+    # x - m rounds to -inf exactly when x/2 - m/2 (which cannot overflow) rounds below -fmax/2.
+    half = _const(xp, x, 0.5)
+    big = x * half - m * half < _const(xp, x, -float(xp.finfo(x.dtype).max) / 2)
+    return xp.where(big, _const(xp, x, -math.inf), xp.where(big, m, x) - m)
 
 
 def _masked_shift(x: Array, axis: tuple[int, ...], where: Array | None, xp: Namespace) -> Array:
