@@ -34,7 +34,7 @@ def to_rows(a: np.ndarray, axis: Axis) -> np.ndarray:
     batch = tuple(i for i in range(a.ndim) if i not in axes)
     moved = np.transpose(a, batch + axes)
     c = math.prod(a.shape[i] for i in axes)
-    return np.array(moved.reshape(moved.shape[: len(batch)] + (c,)), copy=True)
+    return np.array(moved.reshape((*moved.shape[: len(batch)], c)), copy=True)
 
 
 def from_rows(rows: np.ndarray, shape: tuple[int, ...], axis: Axis) -> np.ndarray:
@@ -62,7 +62,7 @@ def _scipy_rows(rows: np.ndarray, mask: np.ndarray | None, log: bool) -> np.ndar
 
 def _fd_rows(rows: np.ndarray, mask: np.ndarray | None, log: bool, h: float = 1e-6) -> np.ndarray:
     c = rows.shape[-1]
-    jac = np.zeros(rows.shape + (c,))
+    jac = np.zeros((*rows.shape, c))
     for j in range(c):
         step = np.zeros(c)
         step[j] = h
@@ -112,7 +112,9 @@ def _framework(lib: Lib) -> str:
     return "fd"
 
 
-def forward(lib: Lib, x: np.ndarray, axis: Axis, *, log: bool, where: np.ndarray | None = None) -> np.ndarray:
+def forward(
+    lib: Lib, x: np.ndarray, axis: Axis, *, log: bool, where: np.ndarray | None = None
+) -> np.ndarray:
     rows = to_rows(x, axis)
     mask = None if where is None else to_rows(np.broadcast_to(where, x.shape), axis)
     kind = _framework(lib)
@@ -130,7 +132,9 @@ def forward(lib: Lib, x: np.ndarray, axis: Axis, *, log: bool, where: np.ndarray
     return from_rows(np.asarray(out, dtype=np.float64), x.shape, axis)
 
 
-def jacobian(lib: Lib, x: np.ndarray, axis: Axis, *, log: bool, where: np.ndarray | None = None) -> np.ndarray:
+def jacobian(
+    lib: Lib, x: np.ndarray, axis: Axis, *, log: bool, where: np.ndarray | None = None
+) -> np.ndarray:
     """Per-slice Jacobian, layout batch + (C, C)."""
     rows = to_rows(x, axis)
     mask = None if where is None else to_rows(np.broadcast_to(where, x.shape), axis)
@@ -162,10 +166,18 @@ def jacobian(lib: Lib, x: np.ndarray, axis: Axis, *, log: bool, where: np.ndarra
             jac = jac * fmask[:, :, None] * fmask[:, None, :]
     else:
         jac = _fd_rows(flat, fmask, log)
-    return np.nan_to_num(jac.reshape(rows.shape + (c,)), nan=0.0)
+    return np.nan_to_num(jac.reshape((*rows.shape, c)), nan=0.0)
 
 
-def jvp(lib: Lib, x: np.ndarray, v: np.ndarray, axis: Axis, *, log: bool, where: np.ndarray | None = None) -> np.ndarray:
+def jvp(
+    lib: Lib,
+    x: np.ndarray,
+    v: np.ndarray,
+    axis: Axis,
+    *,
+    log: bool,
+    where: np.ndarray | None = None,
+) -> np.ndarray:
     """J v per slice, by the framework's own forward mode (torch.func.jvp / jax.jvp) or FD."""
     rows, vrows = to_rows(x, axis), to_rows(v, axis)
     mask = None if where is None else to_rows(np.broadcast_to(where, x.shape), axis)
@@ -173,7 +185,11 @@ def jvp(lib: Lib, x: np.ndarray, v: np.ndarray, axis: Axis, *, log: bool, where:
     if kind == "torch":
         import torch
 
-        _, out = torch.func.jvp(_torch_fn(log, mask), (torch.from_numpy(rows.copy()),), (torch.from_numpy(vrows.copy()),))
+        _, out = torch.func.jvp(
+            _torch_fn(log, mask),
+            (torch.from_numpy(rows.copy()),),
+            (torch.from_numpy(vrows.copy()),),
+        )
         res = out.numpy()
     elif kind == "jax":
         import jax
@@ -188,7 +204,15 @@ def jvp(lib: Lib, x: np.ndarray, v: np.ndarray, axis: Axis, *, log: bool, where:
     return from_rows(np.asarray(res, dtype=np.float64), x.shape, axis)
 
 
-def vjp(lib: Lib, x: np.ndarray, g: np.ndarray, axis: Axis, *, log: bool, where: np.ndarray | None = None) -> np.ndarray:
+def vjp(
+    lib: Lib,
+    x: np.ndarray,
+    g: np.ndarray,
+    axis: Axis,
+    *,
+    log: bool,
+    where: np.ndarray | None = None,
+) -> np.ndarray:
     """gᵀ J per slice, by the framework's reverse mode (torch.func.vjp / jax.vjp) or FD."""
     rows, grows = to_rows(x, axis), to_rows(g, axis)
     mask = None if where is None else to_rows(np.broadcast_to(where, x.shape), axis)

@@ -291,7 +291,9 @@ def assert_close(
         assert got == dtype, f"result dtype {actual.dtype}, expected {dtype}"
     exp = np.asarray(expected)
     want_shape = tuple(shape) if shape is not None else exp.shape
-    assert tuple(actual.shape) == want_shape, f"result shape {tuple(actual.shape)}, expected {want_shape}"
+    assert tuple(actual.shape) == want_shape, (
+        f"result shape {tuple(actual.shape)}, expected {want_shape}"
+    )
     if lib.backend is not Backend.DASK and lib.device is not None:
         dev = array_api_compat.device(actual)
         assert _same_device(lib, dev), f"result on device {dev}, expected {lib.device}"

@@ -59,10 +59,14 @@ def test_vjp(lib: Lib, log: bool, shape: tuple[int, ...], axis: object, dtype: s
 @pytest.mark.parametrize("log", [False, True], ids=["softmax", "log_softmax"])
 @pytest.mark.parametrize(("shape", "axis"), CASES)
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_jacobian_layout_and_values(lib: Lib, log: bool, shape: tuple[int, ...], axis: object, dtype: str) -> None:
+def test_jacobian_layout_and_values(
+    lib: Lib, log: bool, shape: tuple[int, ...], axis: object, dtype: str
+) -> None:
     """batch axes first in their original order, then (C, C) with J[..., i, j] = dy_i/dx_j."""
     x, _ = _data(shape, dtype, 12)
-    fwd, kernel = (sx.log_softmax, sx.log_softmax_jacobian) if log else (sx.softmax, sx.softmax_jacobian)
+    fwd, kernel = (
+        (sx.log_softmax, sx.log_softmax_jacobian) if log else (sx.softmax, sx.softmax_jacobian)
+    )
     y = lib.call(fwd, lib.asarray(x, dtype), axis=axis)
     out = lib.call(kernel, y, axis=axis)
     want = jacobian(lib, x, axis, log=log)
@@ -76,7 +80,9 @@ def test_jacobian_layout_example(lib: Lib) -> None:
     jac = lib.call(sx.softmax_jacobian, y, axis=0)
     assert tuple(jac.shape) == (4, 3, 3)
     col = forward(lib, x, 0, log=False)[:, 1]
-    np.testing.assert_allclose(lib.to_numpy(jac)[1], np.diag(col) - np.outer(col, col), rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(
+        lib.to_numpy(jac)[1], np.diag(col) - np.outer(col, col), rtol=1e-12, atol=1e-15
+    )
 
 
 @pytest.mark.parametrize("log", [False, True], ids=["softmax", "log_softmax"])

@@ -51,7 +51,9 @@ def test_axis_wrong_type(lib: Lib, axis: object) -> None:
 def test_shape_mismatch(lib: Lib) -> None:
     y, v = lib.asarray(np.ones((2, 3))), lib.asarray(np.ones((3, 2)))
     for f, a, b in PAIR:
-        with pytest.raises(ValueError, match=rf"{f.__name__}: arguments `{a}` and `{b}` must have the same shape"):
+        with pytest.raises(
+            ValueError, match=rf"{f.__name__}: arguments `{a}` and `{b}` must have the same shape"
+        ):
             f(y, v)
 
 
@@ -74,21 +76,31 @@ def test_mixed_namespaces_are_a_type_error() -> None:
     torch = pytest.importorskip("torch")
     y, t = np.ones((2, 3)), torch.ones((2, 3), dtype=torch.float64)
     for f, a, b in PAIR:
-        with pytest.raises(TypeError, match=rf"{f.__name__}: arguments `{a}` and `{b}` come from different"):
+        with pytest.raises(
+            TypeError, match=rf"{f.__name__}: arguments `{a}` and `{b}` come from different"
+        ):
             f(y, t)
     for f in FORWARD:
-        with pytest.raises(TypeError, match=rf"{f.__name__}: arguments `x` and `where` come from different"):
+        with pytest.raises(
+            TypeError, match=rf"{f.__name__}: arguments `x` and `where` come from different"
+        ):
             f(y, where=torch.ones((2, 3), dtype=torch.bool))
 
 
 def test_where_must_be_boolean_and_broadcastable(lib: Lib) -> None:
     x = lib.asarray(np.ones((2, 3)))
     for f in FORWARD:
-        with pytest.raises(TypeError, match=rf"{f.__name__}: argument `where` must be a boolean array"):
+        with pytest.raises(
+            TypeError, match=rf"{f.__name__}: argument `where` must be a boolean array"
+        ):
             f(x, where=lib.asarray(np.ones((2, 3))))
-        with pytest.raises(ValueError, match=rf"{f.__name__}: argument `where` .* does not broadcast"):
+        with pytest.raises(
+            ValueError, match=rf"{f.__name__}: argument `where` .* does not broadcast"
+        ):
             f(x, where=lib.asarray(np.ones((3, 2), dtype=bool)))
-        with pytest.raises(ValueError, match=rf"{f.__name__}: argument `where` .* does not broadcast"):
+        with pytest.raises(
+            ValueError, match=rf"{f.__name__}: argument `where` .* does not broadcast"
+        ):
             f(x, where=lib.asarray(np.ones((4, 2, 3), dtype=bool)))
 
 

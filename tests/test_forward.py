@@ -24,7 +24,9 @@ SHAPES_AXES = [
 @pytest.mark.parametrize("log", [False, True], ids=["softmax", "log_softmax"])
 @pytest.mark.parametrize(("shape", "axis"), SHAPES_AXES)
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_matches_reference(lib: Lib, log: bool, shape: tuple[int, ...], axis: object, dtype: str) -> None:
+def test_matches_reference(
+    lib: Lib, log: bool, shape: tuple[int, ...], axis: object, dtype: str
+) -> None:
     rng = np.random.default_rng(0)
     x = (rng.standard_normal(shape) * 3).astype(dtype).astype(np.float64)
     fn = sx.log_softmax if log else sx.softmax
@@ -57,7 +59,9 @@ def test_integer_and_bool_promote_to_default_float(lib: Lib, log: bool, in_dtype
     fn = sx.log_softmax if log else sx.softmax
     out = lib.call(fn, x)
     info = lib.xp.__array_namespace_info__()
-    default = info.default_dtypes(device=lib.device if lib.backend is Backend.ARRAY_API_STRICT else None)
+    default = info.default_dtypes(
+        device=lib.device if lib.backend is Backend.ARRAY_API_STRICT else None
+    )
     assert out.dtype == default["real floating"]
     assert_close(lib, out, forward(lib, data.astype(np.float64), -1, log=log))
 
@@ -75,7 +79,9 @@ def test_dtype_argument_casts_first(lib: Lib, log: bool) -> None:
     ("shape", "axis", "mshape"),
     [((4, 6), -1, (4, 6)), ((4, 6), -1, (6,)), ((4, 6), 0, (4, 1)), ((2, 3, 4), (1, 2), (2, 3, 4))],
 )
-def test_where_mask(lib: Lib, log: bool, shape: tuple[int, ...], axis: object, mshape: tuple[int, ...]) -> None:
+def test_where_mask(
+    lib: Lib, log: bool, shape: tuple[int, ...], axis: object, mshape: tuple[int, ...]
+) -> None:
     rng = np.random.default_rng(2)
     x = rng.standard_normal(shape)
     mask = rng.random(mshape) < 0.6

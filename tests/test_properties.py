@@ -35,16 +35,20 @@ def problems(draw: st.DrawFn) -> tuple[np.ndarray, object, np.ndarray | None, st
 
 def _slices(a: np.ndarray, axis: object) -> np.ndarray:
     """Rows of ``a`` with the softmax axes flattened last (numpy only, for checking)."""
-    axes = tuple(range(a.ndim)) if axis is None else tuple(
-        sorted(ax % a.ndim for ax in (axis if isinstance(axis, tuple) else (axis,)))
+    axes = (
+        tuple(range(a.ndim))
+        if axis is None
+        else tuple(sorted(ax % a.ndim for ax in (axis if isinstance(axis, tuple) else (axis,))))
     )
     batch = tuple(i for i in range(a.ndim) if i not in axes)
     moved = np.transpose(a, batch + axes)
-    return moved.reshape(moved.shape[: len(batch)] + (-1,))
+    return moved.reshape((*moved.shape[: len(batch)], -1))
 
 
 @given(problems())
-def test_slices_sum_to_one_and_masked_entries_vanish(lib: Lib, p: tuple[np.ndarray, object, np.ndarray | None, str]) -> None:
+def test_slices_sum_to_one_and_masked_entries_vanish(
+    lib: Lib, p: tuple[np.ndarray, object, np.ndarray | None, str]
+) -> None:
     x, axis, mask, dtype = p
     w = None if mask is None else lib.asarray(mask)
     y = lib.to_numpy(lib.call(sx.softmax, lib.asarray(x, dtype), axis=axis, where=w))
@@ -61,7 +65,9 @@ def test_slices_sum_to_one_and_masked_entries_vanish(lib: Lib, p: tuple[np.ndarr
 
 
 @given(problems(), st.floats(-50, 50))
-def test_shift_invariance(lib: Lib, p: tuple[np.ndarray, object, np.ndarray | None, str], c: float) -> None:
+def test_shift_invariance(
+    lib: Lib, p: tuple[np.ndarray, object, np.ndarray | None, str], c: float
+) -> None:
     x, axis, _, dtype = p
     a = lib.to_numpy(lib.call(sx.softmax, lib.asarray(x, dtype), axis=axis))
     b = lib.to_numpy(lib.call(sx.softmax, lib.asarray(x + c, dtype), axis=axis))
@@ -72,7 +78,9 @@ def test_shift_invariance(lib: Lib, p: tuple[np.ndarray, object, np.ndarray | No
 
 
 @given(problems())
-def test_log_softmax_is_log_of_softmax(lib: Lib, p: tuple[np.ndarray, object, np.ndarray | None, str]) -> None:
+def test_log_softmax_is_log_of_softmax(
+    lib: Lib, p: tuple[np.ndarray, object, np.ndarray | None, str]
+) -> None:
     x, axis, mask, dtype = p
     w = None if mask is None else lib.asarray(mask)
     xb = lib.asarray(x, dtype)
@@ -87,7 +95,9 @@ def test_log_softmax_is_log_of_softmax(lib: Lib, p: tuple[np.ndarray, object, np
 
 
 @given(problems())
-def test_jacobian_is_symmetric_with_ones_in_null_space(lib: Lib, p: tuple[np.ndarray, object, np.ndarray | None, str]) -> None:
+def test_jacobian_is_symmetric_with_ones_in_null_space(
+    lib: Lib, p: tuple[np.ndarray, object, np.ndarray | None, str]
+) -> None:
     x, axis, _, dtype = p
     y = lib.call(sx.softmax, lib.asarray(x, dtype), axis=axis)
     jac = lib.to_numpy(lib.call(sx.softmax_jacobian, y, axis=axis))
@@ -100,8 +110,10 @@ def test_jacobian_is_symmetric_with_ones_in_null_space(lib: Lib, p: tuple[np.nda
 
 
 @given(problems(), st.integers(0, 2**32 - 1))
-def test_jvp_and_vjp_agree_with_the_dense_jacobian(lib: Lib, p: tuple[np.ndarray, object, np.ndarray | None, str], seed: int) -> None:
-    x, axis, mask, dtype = p
+def test_jvp_and_vjp_agree_with_the_dense_jacobian(
+    lib: Lib, p: tuple[np.ndarray, object, np.ndarray | None, str], seed: int
+) -> None:
+    x, axis, _mask, dtype = p
     v = np.random.default_rng(seed).standard_normal(x.shape)
     xb, vb = lib.asarray(x, dtype), lib.asarray(v, dtype)
     v64 = lib.to_numpy(vb)
@@ -115,5 +127,15 @@ def test_jvp_and_vjp_agree_with_the_dense_jacobian(lib: Lib, p: tuple[np.ndarray
         jv = lib.to_numpy(lib.call(sx.log_softmax_jvp if log else sx.softmax_jvp, y, vb, axis=axis))
         vj = lib.to_numpy(lib.call(sx.log_softmax_vjp if log else sx.softmax_vjp, y, vb, axis=axis))
         scale = float(np.abs(vr).sum(-1).max(initial=1.0))
-        np.testing.assert_allclose(_slices(jv, axis), np.einsum("...ij,...j->...i", jac, vr), rtol=rtol, atol=atol * scale * 10)
-        np.testing.assert_allclose(_slices(vj, axis), np.einsum("...i,...ij->...j", vr, jac), rtol=rtol, atol=atol * scale * 10)
+        np.testing.assert_allclose(
+            _slices(jv, axis),
+            np.einsum("...ij,...j->...i", jac, vr),
+            rtol=rtol,
+            atol=atol * scale * 10,
+        )
+        np.testing.assert_allclose(
+            _slices(vj, axis),
+            np.einsum("...i,...ij->...j", vr, jac),
+            rtol=rtol,
+            atol=atol * scale * 10,
+        )

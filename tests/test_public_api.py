@@ -14,13 +14,37 @@ P, K = inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.KEYWORD_ONLY
 
 #: DESIGN.md's signatures: (name, kind, default) per parameter.
 SIGNATURES = {
-    "softmax": [("x", P, None), ("axis", K, -1), ("where", K, None), ("dtype", K, None), ("xp", K, None)],
-    "log_softmax": [("x", P, None), ("axis", K, -1), ("where", K, None), ("dtype", K, None), ("xp", K, None)],
+    "softmax": [
+        ("x", P, None),
+        ("axis", K, -1),
+        ("where", K, None),
+        ("dtype", K, None),
+        ("xp", K, None),
+    ],
+    "log_softmax": [
+        ("x", P, None),
+        ("axis", K, -1),
+        ("where", K, None),
+        ("dtype", K, None),
+        ("xp", K, None),
+    ],
     "softmax_jvp": [("y", P, None), ("v", P, None), ("axis", K, -1), ("xp", K, None)],
     "softmax_vjp": [("y", P, None), ("g", P, None), ("axis", K, -1), ("xp", K, None)],
     "softmax_jacobian": [("y", P, None), ("axis", K, -1), ("xp", K, None)],
-    "log_softmax_jvp": [("l", P, None), ("v", P, None), ("axis", K, -1), ("where", K, None), ("xp", K, None)],
-    "log_softmax_vjp": [("l", P, None), ("g", P, None), ("axis", K, -1), ("where", K, None), ("xp", K, None)],
+    "log_softmax_jvp": [
+        ("l", P, None),
+        ("v", P, None),
+        ("axis", K, -1),
+        ("where", K, None),
+        ("xp", K, None),
+    ],
+    "log_softmax_vjp": [
+        ("l", P, None),
+        ("g", P, None),
+        ("axis", K, -1),
+        ("where", K, None),
+        ("xp", K, None),
+    ],
     "log_softmax_jacobian": [("l", P, None), ("axis", K, -1), ("xp", K, None)],
 }
 CLASSES = {"SoftmaxJacobian", "LogSoftmaxJacobian"}
@@ -36,7 +60,10 @@ def test_all_lists_exactly_the_public_names() -> None:
 @pytest.mark.parametrize("name", sorted(SIGNATURES))
 def test_signature(name: str) -> None:
     params = inspect.signature(getattr(sx, name)).parameters.values()
-    got = [(p.name, p.kind, None if p.default is inspect.Parameter.empty else p.default) for p in params]
+    got = [
+        (p.name, p.kind, None if p.default is inspect.Parameter.empty else p.default)
+        for p in params
+    ]
     assert got == SIGNATURES[name]
 
 
@@ -55,10 +82,14 @@ def test_import_is_light() -> None:
 
 
 def test_command_help_and_unknown_subcommand() -> None:
-    ok = subprocess.run([sys.executable, "-m", "softmax_xp", "--help"], capture_output=True, text=True)
+    ok = subprocess.run(
+        [sys.executable, "-m", "softmax_xp", "--help"], capture_output=True, text=True
+    )
     assert ok.returncode == 0
     assert "check" in ok.stdout
     assert "bench" in ok.stdout
-    bad = subprocess.run([sys.executable, "-m", "softmax_xp", "frobnicate"], capture_output=True, text=True)
+    bad = subprocess.run(
+        [sys.executable, "-m", "softmax_xp", "frobnicate"], capture_output=True, text=True
+    )
     assert bad.returncode == 2
     assert "invalid choice" in bad.stderr

@@ -58,7 +58,14 @@ def test_seed_002_softmax_and_jacobian(lib: Lib) -> None:
     assert_close(lib, lib.call(sx.softmax_jacobian, y), J_002, dtype="float64", rtol=0, atol=5e-9)
     # seed 002's column-vector form: softmax over axis 0 of a (5, 1) array, J of shape (1, 5, 5)
     y_col = lib.call(sx.softmax, lib.asarray(X_002[:, None]), axis=0)
-    assert_close(lib, lib.call(sx.softmax_jacobian, y_col, axis=0), J_002[None], dtype="float64", rtol=0, atol=5e-9)
+    assert_close(
+        lib,
+        lib.call(sx.softmax_jacobian, y_col, axis=0),
+        J_002[None],
+        dtype="float64",
+        rtol=0,
+        atol=5e-9,
+    )
 
 
 def test_seed_003_batch(lib: Lib) -> None:
@@ -68,6 +75,20 @@ def test_seed_003_batch(lib: Lib) -> None:
     # and ours on the exact A to the rounding error it implies (|dJ| <= 2 * 0.005).
     jac_rounded = lib.call(sx.softmax_jacobian, lib.asarray(A_003))
     assert_close(lib, jac_rounded, np.stack([J1_003, J2_003]), dtype="float64", rtol=0, atol=5e-5)
-    assert_close(lib, lib.call(sx.softmax_jacobian, a), np.stack([J1_003, J2_003]), dtype="float64", rtol=0, atol=0.01)
+    assert_close(
+        lib,
+        lib.call(sx.softmax_jacobian, a),
+        np.stack([J1_003, J2_003]),
+        dtype="float64",
+        rtol=0,
+        atol=0.01,
+    )
     dldz = lib.call(sx.softmax_vjp, a, lib.asarray(DLDA_003))
-    assert_close(lib, dldz, _seed_003_backward(lib.to_numpy(a), DLDA_003), dtype="float64", rtol=1e-12, atol=1e-15)
+    assert_close(
+        lib,
+        dldz,
+        _seed_003_backward(lib.to_numpy(a), DLDA_003),
+        dtype="float64",
+        rtol=1e-12,
+        atol=1e-15,
+    )

@@ -10,6 +10,8 @@ checked when installed (torch on CUDA and JAX on GPU when present).
 from __future__ import annotations
 
 import argparse
+import functools
+import importlib
 import importlib.util
 import math
 from collections.abc import Callable, Iterator
@@ -98,7 +100,7 @@ def _fd_jacobian(x: np.ndarray, axis: int, log: bool, h: float = 1e-6) -> np.nda
     """Per-slice Jacobian by central differences of the reference, layout batch + (C, C)."""
     rows = _rows_last(x, axis)
     c = rows.shape[-1]
-    jac = np.empty(rows.shape + (c,))
+    jac = np.empty((*rows.shape, c))
     for j in range(c):
         step = np.zeros(c)
         step[j] = h
@@ -148,7 +150,7 @@ class _TorchAutodiff:
     def __init__(self, device: Any) -> None:
         import torch
 
-        self.torch = torch
+        self.torch: Any = torch
         self.device = device
 
     def _t(self, a: np.ndarray) -> Any:
@@ -176,7 +178,7 @@ class _TorchAutodiff:
         rows = self._t(_rows_last(x, axis).copy())
         flat = rows.reshape(-1, rows.shape[-1])
         jac = self.torch.func.vmap(self.torch.func.jacrev(self._f(-1, log)))(flat)
-        return self._np(jac).reshape(rows.shape + (rows.shape[-1],))
+        return self._np(jac).reshape((*rows.shape, rows.shape[-1]))
 
 
 class _JaxAutodiff:
@@ -185,7 +187,7 @@ class _JaxAutodiff:
     def __init__(self, device: Any) -> None:
         import jax
 
-        self.jax = jax
+        self.jax: Any = jax
         self.device = device
 
     def _j(self, a: np.ndarray) -> Any:
@@ -214,7 +216,15 @@ class _JaxAutodiff:
             rows = self._j(_rows_last(x, axis).copy())
             flat = rows.reshape(-1, rows.shape[-1])
             jac = self.jax.vmap(self.jax.jacfwd(self._f(-1, log)))(flat)
-            return np.asarray(jac).reshape(rows.shape + (rows.shape[-1],))
+            return np.asarray(jac).reshape((*rows.shape, rows.shape[-1]))
+
+
+def _to_torch(a: np.ndarray, dtype: str, *, torch: Any, device: str) -> Any:
+    return torch.from_numpy(a.astype(dtype)).to(device)
+
+
+def _to_jax(a: np.ndarray, dtype: str, *, jax: Any, device: Any) -> Any:
+    return jax.device_put(a.astype(dtype), device)
 
 
 def _installed(name: str) -> bool:
@@ -224,43 +234,59 @@ def _installed(name: str) -> bool:
 def _backends() -> Iterator[_Backend]:
     fd = _FiniteDifferences()
     yield _Backend(
-        "numpy", "cpu", ("float32", "float64"),
-        lambda a, dt: a.astype(dt), lambda a: np.asarray(a, dtype=np.float64), fd,
+        "numpy",
+        "cpu",
+        ("float32", "float64"),
+        lambda a, dt: a.astype(dt),
+        lambda a: np.asarray(a, dtype=np.float64),
+        fd,
     )
     if _installed("array_api_strict"):
         import array_api_strict as xs
 
         yield _Backend(
-            "array_api_strict", "device1", ("float32", "float64"),
+            "array_api_strict",
+            "device1",
+            ("float32", "float64"),
             lambda a, dt: xs.asarray(a.astype(dt), device=xs.Device("device1")),
-            lambda a: np.from_dlpack(a).astype(np.float64), fd,
+            lambda a: np.from_dlpack(a).astype(np.float64),
+            fd,
         )
     if _installed("dask"):
-        import dask.array as da
+        da: Any = importlib.import_module("dask.array")
 
         yield _Backend(
-            "dask", "cpu", ("float32", "float64"),
-            lambda a, dt: da.from_array(a.astype(dt), chunks=tuple(max(1, s // 2) for s in a.shape)),
-            lambda a: np.asarray(a.compute(), dtype=np.float64), fd,
+            "dask",
+            "cpu",
+            ("float32", "float64"),
+            lambda a, dt: da.from_array(
+                a.astype(dt), chunks=tuple(max(1, s // 2) for s in a.shape)
+            ),
+            lambda a: np.asarray(a.compute(), dtype=np.float64),
+            fd,
         )
     if _installed("torch"):
-        import torch
+        torch: Any = importlib.import_module("torch")
 
         devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
         for dev in devices:
             yield _Backend(
-                "torch", dev, ("float32", "float64"),
-                lambda a, dt, dev=dev: torch.from_numpy(a.astype(dt)).to(dev),
+                "torch",
+                dev,
+                ("float32", "float64"),
+                functools.partial(_to_torch, torch=torch, device=dev),
                 lambda t: np.asarray(t.detach().cpu().numpy(), dtype=np.float64),
                 _TorchAutodiff(torch.device(dev)),
             )
     if _installed("jax"):
-        import jax
+        jax: Any = importlib.import_module("jax")
 
         for d in jax.devices():
             yield _Backend(
-                "jax", f"{d.platform}:{d.id}", ("float32", "float64"),
-                lambda a, dt, d=d: jax.device_put(a.astype(dt), d),
+                "jax",
+                f"{d.platform}:{d.id}",
+                ("float32", "float64"),
+                functools.partial(_to_jax, jax=jax, device=d),
                 lambda a: np.asarray(a, dtype=np.float64),
                 _JaxAutodiff(d),
                 context=lambda dt: jax.enable_x64(dt == "float64"),
@@ -271,11 +297,14 @@ def _backends() -> Iterator[_Backend]:
 
             if cupy.cuda.runtime.getDeviceCount() > 0:
                 yield _Backend(
-                    "cupy", "cuda:0", ("float32", "float64"),
+                    "cupy",
+                    "cuda:0",
+                    ("float32", "float64"),
                     lambda a, dt: cupy.asarray(a.astype(dt)),
-                    lambda a: np.asarray(a.get(), dtype=np.float64), fd,
+                    lambda a: np.asarray(a.get(), dtype=np.float64),
+                    fd,
                 )
-        except Exception:  # noqa: S110 - no usable CUDA runtime: nothing to check
+        except Exception:
             pass
 
 
@@ -336,8 +365,15 @@ def _integration_rows() -> list[Row]:
     out = []
     for r in _integration.integration_rows():
         out.append(
-            Row(str(r["backend"]), str(r["device"]), str(r["dtype"]), str(r["kernel"]),
-                float(r["error"]), bool(r["passed"]), "integration")  # type: ignore[arg-type]
+            Row(
+                str(r["backend"]),
+                str(r["device"]),
+                str(r["dtype"]),
+                str(r["kernel"]),
+                float(r["error"]),
+                bool(r["passed"]),
+                "integration",
+            )  # type: ignore[arg-type]
         )
     return out
 
@@ -345,10 +381,21 @@ def _integration_rows() -> list[Row]:
 def format_table(rows: list[Row]) -> str:
     header = ("backend", "device", "dtype", "kernel", "max rel err", "verdict", "reference")
     body = [
-        (r.backend, r.device, r.dtype, r.kernel, f"{r.error:.2e}", "pass" if r.passed else "FAIL", r.reference)
+        (
+            r.backend,
+            r.device,
+            r.dtype,
+            r.kernel,
+            f"{r.error:.2e}",
+            "pass" if r.passed else "FAIL",
+            r.reference,
+        )
         for r in rows
     ]
-    widths = [max(len(h), *(len(row[i]) for row in body)) if body else len(h) for i, h in enumerate(header)]
+    widths = [
+        max(len(h), *(len(row[i]) for row in body)) if body else len(h)
+        for i, h in enumerate(header)
+    ]
     lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
     lines.append("  ".join("-" * w for w in widths))
     lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in body]
@@ -359,7 +406,9 @@ def main(argv: list[str]) -> int:
     """``softmax-xp check [--seed N] [--no-integration]``."""
     parser = argparse.ArgumentParser(prog="softmax-xp check", description=__doc__.split("\n\n")[0])
     parser.add_argument("--seed", type=int, default=0, help="random seed for the test inputs")
-    parser.add_argument("--no-integration", action="store_true", help="skip the autodiff integration checks")
+    parser.add_argument(
+        "--no-integration", action="store_true", help="skip the autodiff integration checks"
+    )
     args = parser.parse_args(argv)
     rows = run_checks(args.seed)
     if not args.no_integration:
