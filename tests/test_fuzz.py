@@ -19,6 +19,7 @@ Each property runs at least 300 examples per backend (``HYPOTHESIS_PROFILE=long`
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -183,6 +184,25 @@ def _settings() -> settings:
     return settings(max_examples=EXAMPLES)
 
 
+_JITTED: dict[tuple[Any, ...], Any] = {}
+
+
+def _call(lib: Lib, fn: Any, *arrays: Any, where: Any = None, **kw: Any) -> Any:
+    """``lib.call``, but under ``jax.jit`` one compiled function per (function, static arguments),
+    with ``where`` traced: XLA then compiles once per shape and dtype, not once per example."""
+    if lib.backend is not Backend.JAX_JIT:
+        return lib.call(fn, *arrays, **kw, **({} if where is None else {"where": where}))
+    import jax
+
+    key = (fn, tuple(sorted(kw.items())), where is None)
+    if key not in _JITTED:
+        if where is None:
+            _JITTED[key] = jax.jit(functools.partial(fn, **kw))
+        else:
+            _JITTED[key] = jax.jit(lambda *a: fn(*a[:-1], where=a[-1], **kw))
+    return _JITTED[key](*arrays) if where is None else _JITTED[key](*arrays, where)
+
+
 # -- forward --------------------------------------------------------------------------------------
 @_settings()
 @given(data=st.data())
@@ -190,10 +210,8 @@ def test_forward(lib: Lib, data: st.DataObject) -> None:
     c = Case(data, lib)
     log = data.draw(st.booleans(), label="log")
     fn = sx.log_softmax if log else sx.softmax
-    kw: dict[str, Any] = {"axis": c.axis}
-    if c.where is not None:
-        kw["where"] = lib.asarray(c.where)
-    out = lib.call(fn, lib.asarray(c.x, c.dtype), **kw)
+    where = None if c.where is None else lib.asarray(c.where)
+    out = _call(lib, fn, lib.asarray(c.x, c.dtype), axis=c.axis, where=where)
     mask = c.full_mask()
     expected = _round(scipy_forward(c.x, mask, c.axis, log=log), c.dtype)
     assert_close(lib, out, expected, dtype=c.dtype)
@@ -227,19 +245,18 @@ def test_derivatives_match_dense_jacobian(lib: Lib, data: st.DataObject) -> None
     x = lib.asarray(c.x, c.dtype)
     t = lib.asarray(c.t, c.dtype)
     where = None if c.where is None else lib.asarray(c.where)
-    wkw = {} if where is None else {"where": where}
     rows_shape = _rows(c.x, c.axis).shape
     if log:
-        fwd = lib.call(sx.log_softmax, x, axis=c.axis, **wkw)
-        jvp = lib.call(sx.log_softmax_jvp, fwd, t, axis=c.axis, **wkw)
-        vjp = lib.call(sx.log_softmax_vjp, fwd, t, axis=c.axis, **wkw)
+        fwd = _call(lib, sx.log_softmax, x, axis=c.axis, where=where)
+        jvp = _call(lib, sx.log_softmax_jvp, fwd, t, axis=c.axis, where=where)
+        vjp = _call(lib, sx.log_softmax_vjp, fwd, t, axis=c.axis, where=where)
         jac_fn = sx.log_softmax_jacobian
     else:
-        fwd = lib.call(sx.softmax, x, axis=c.axis, **wkw)
-        jvp = lib.call(sx.softmax_jvp, fwd, t, axis=c.axis)
-        vjp = lib.call(sx.softmax_vjp, fwd, t, axis=c.axis)
+        fwd = _call(lib, sx.softmax, x, axis=c.axis, where=where)
+        jvp = _call(lib, sx.softmax_jvp, fwd, t, axis=c.axis)
+        vjp = _call(lib, sx.softmax_vjp, fwd, t, axis=c.axis)
         jac_fn = sx.softmax_jacobian
-    jac = lib.call(jac_fn, _wide(lib, fwd, c.dtype), axis=c.axis)
+    jac = _call(lib, jac_fn, _wide(lib, fwd, c.dtype), axis=c.axis)
     assert tuple(jac.shape) == (*rows_shape, rows_shape[-1])
     J = lib.to_numpy(jac)
     m = _rows(mask, c.axis)
@@ -292,12 +309,12 @@ def test_dense_jacobian_matches_finite_differences(lib: Lib, data: st.DataObject
     seed = data.draw(st.integers(0, 2**32 - 1), label="float64 seed")
     x = _values(np.random.default_rng(seed), c.values, c.shape, "float64")
     mask = np.ones(c.shape, bool) if log else c.full_mask()  # log_softmax_jacobian takes no mask
-    wkw = {} if log or c.where is None else {"where": lib.asarray(c.where)}
+    where = None if log or c.where is None else lib.asarray(c.where)
     fwd_fn, jac_fn = (
         (sx.log_softmax, sx.log_softmax_jacobian) if log else (sx.softmax, sx.softmax_jacobian)
     )
-    fwd = lib.call(fwd_fn, lib.asarray(x, "float64"), axis=c.axis, **wkw)
-    jac = lib.call(jac_fn, fwd, axis=c.axis)
+    fwd = _call(lib, fwd_fn, lib.asarray(x, "float64"), axis=c.axis, where=where)
+    jac = _call(lib, jac_fn, fwd, axis=c.axis)
     expected = _fd_jacobian(x, mask, c.axis, log=log)
     # docs/semantics.md: in a NaN slice (unmasked logits all -inf) the masked entries' derivatives
     # are unspecified for the kernels that take no mask; they are not compared.
