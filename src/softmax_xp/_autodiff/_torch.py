@@ -52,7 +52,7 @@ class _Softmax(torch.autograd.Function):
 
     @staticmethod
     def forward(x: Tensor, where: Tensor | None, st: _Static) -> Tensor:  # type: ignore[override]
-        return call("softmax", x, axis=st.axis, where=where, xp=st.xp)  # type: ignore[no-any-return]
+        return _own(call("softmax", x, axis=st.axis, where=where, xp=st.xp))
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
@@ -74,10 +74,6 @@ class _SoftmaxFwd(_Softmax):
     second derivative would silently be 0 (pytorch/pytorch#197867). The rule re-enables forward
     AD while it computes: its inputs then carry their outer-level tangents, and none of the
     current level (that one is being computed here).
-
-    The tangent is returned in the output's memory layout: a fast path may return a view (a
-    permutation, for a tuple ``axis``), and torch attaches a tangent to a view only in the
-    view's own layout (otherwise an internal assert fails in ``Function.apply``).
     """
 
     @staticmethod
@@ -89,21 +85,20 @@ class _SoftmaxFwd(_Softmax):
     def jvp(ctx: Any, x_t: Tensor, where_t: Any, st_t: Any) -> Tensor:
         (y,) = ctx.saved_tensors
         with _fwad._set_fwd_grad_enabled(True):  # see the docstring
-            return _layout_of(y, call("softmax_jvp", y, x_t, axis=ctx.st.axis, xp=ctx.st.xp))
+            return call("softmax_jvp", y, x_t, axis=ctx.st.axis, xp=ctx.st.xp)  # type: ignore[no-any-return]
 
 
-def _layout_of(primal: Tensor, tangent: Tensor) -> Tensor:
-    """``tangent`` with the strides of ``primal`` (a copy only where they differ).
+def _own(out: Tensor) -> Tensor:
+    """A view (a fast path's permuted result for a tuple ``axis``) as a tensor of its own.
 
-    Only for plain forward AD: ``torch.func`` wrappers are not views and need no copy (and
-    under ``vmap`` an ``empty_like(primal)`` would be unbatched).
+    No copy: ``detach`` shares the storage but ends the view relationship. torch attaches a
+    forward-AD tangent to a view only in the view's exact layout (else an internal assert fails
+    in ``Function.apply``, torch 2.13); a tensor of its own takes a tangent of any layout.
+    Compiled graphs run no forward AD (and Dynamo cannot trace ``_is_view``).
     """
-    if (
-        torch._C._functorch.is_functorch_wrapped_tensor(tangent)
-        or tangent.stride() == primal.stride()
-    ):
-        return tangent
-    return torch.empty_like(primal).copy_(tangent)
+    if torch.compiler.is_compiling() or not out._is_view():
+        return out
+    return out.detach()
 
 
 # -- log_softmax ----------------------------------------------------------------------------------
@@ -114,7 +109,7 @@ class _LogSoftmax(torch.autograd.Function):
 
     @staticmethod
     def forward(x: Tensor, where: Tensor | None, st: _Static) -> Tensor:  # type: ignore[override]
-        return call("log_softmax", x, axis=st.axis, where=where, xp=st.xp)  # type: ignore[no-any-return]
+        return _own(call("log_softmax", x, axis=st.axis, where=where, xp=st.xp))
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
@@ -142,7 +137,7 @@ class _LogSoftmaxFwd(_LogSoftmax):
         l, where = ctx.saved_tensors  # noqa: E741
         with _fwad._set_fwd_grad_enabled(True):  # see _SoftmaxFwd's docstring
             out = call("log_softmax_jvp", l, x_t, axis=ctx.st.axis, where=where, xp=ctx.st.xp)
-            return _layout_of(l, out)
+        return out  # type: ignore[no-any-return]
 
 
 # -- routing --------------------------------------------------------------------------------------
