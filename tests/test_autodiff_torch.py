@@ -149,26 +149,13 @@ def test_half_precision_saves_a_float32_output(dtype: str) -> None:
 
 
 # -- first and second order, against torch's autodiff --------------------------------------------
-#: torch's legacy vmap (torch._vmap_internals: gradcheck's batched checks, and
-#: torch.autograd.functional with vectorize=True) has no batching rule for Tensor.flatten, which
-#: the torch fast path (_backends/_torch._over_one_dim) uses for tuple axes; reshape has one.
-LEGACY_VMAP_FLATTEN = pytest.mark.xfail(
-    strict=True,
-    raises=RuntimeError,
-    reason="legacy vmap: no batching rule for aten::flatten in _backends/_torch._over_one_dim",
-)
-
-
 def _gradcheck_cases() -> list[Any]:
-    cases = []
-    for name in FUNCS:
-        for axis in AXES:
-            for masked in (False, True):
-                # masked log_softmax runs generic kernels only; the others reach the fast path
-                fast = isinstance(axis, tuple) and not (name == "log_softmax" and masked)
-                marks = [LEGACY_VMAP_FLATTEN] if fast else []
-                cases.append(pytest.param(name, axis, masked, marks=marks))
-    return cases
+    return [
+        pytest.param(name, axis, masked)
+        for name in FUNCS
+        for axis in AXES
+        for masked in (False, True)
+    ]
 
 
 @pytest.mark.parametrize(("name", "axis", "masked"), _gradcheck_cases(), ids=str)
@@ -264,7 +251,7 @@ def test_forward_ad_dual_tensors(name: str) -> None:
     ("name", "axis"),
     [
         *[(n, a) for n in FUNCS for a in (-1, 0)],
-        pytest.param("softmax", (0, 2), marks=LEGACY_VMAP_FLATTEN),
+        pytest.param("softmax", (0, 2)),
         ("log_softmax", (0, 2)),
     ],
     ids=str,
@@ -364,13 +351,6 @@ def test_small_model_same_gradients(name: str, dtype: str) -> None:
 
 
 # -- torch.compile --------------------------------------------------------------------------------
-@pytest.mark.xfail(
-    strict=True,
-    raises=torch._dynamo.exc.Unsupported,
-    reason="graph break in files outside layer 4: importlib.import_module in "
-    "_autodiff.forward and _backends._fast, and a generator expression in "
-    "_generic._empty_slices (see the autodiff report)",
-)
 # Two warnings that are not graph breaks: array-api-compat's namespace helpers call
 # functools.lru_cache-wrapped functions, which Dynamo traces through with a UserWarning; and
 # Dynamo (torch 2.13) instantiates every autograd.Function it traces, with a DeprecationWarning.

@@ -8,21 +8,32 @@ runs the kernel directly (layer 3). Frameworks are imported only when one of the
 
 from __future__ import annotations
 
-import importlib
+from types import ModuleType
 from typing import Any
 
 from .._backends import backend_name, call
 
 __all__ = ["forward"]
 
-_ADAPTERS = {"torch": "._torch", "jax": "._jax"}
+
+def _adapter(backend: str) -> ModuleType | None:
+    # Plain imports, not importlib: torch.compile (Dynamo) traces these but refuses importlib.
+    if backend == "torch":
+        from . import _torch
+
+        return _torch
+    if backend == "jax":
+        from . import _jax
+
+        return _jax
+    return None
 
 
 def forward(name: str, x: Any, /, *, axis: tuple[int, ...], where: Any, xp: Any) -> Any:
     """Forward ``name`` ("softmax" or "log_softmax"), differentiable through our own rules."""
-    mod = _ADAPTERS.get(backend_name(xp))
+    mod = _adapter(backend_name(xp))
     if mod is not None:
-        adapter = getattr(importlib.import_module(mod, __name__), name, None)
+        adapter = getattr(mod, name, None)
         if adapter is not None:
             out = adapter(x, axis=axis, where=where, xp=xp)
             if out is not NotImplemented:

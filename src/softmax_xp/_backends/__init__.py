@@ -11,8 +11,8 @@ Backend modules import their framework lazily: this module imports neither torch
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
+from types import ModuleType
 from typing import Any
 
 import array_api_compat
@@ -20,8 +20,6 @@ import array_api_compat
 from .. import _generic
 
 __all__ = ["backend_name", "call"]
-
-_MODULES = {"numpy": "._numpy", "torch": "._torch", "jax": "._jax"}
 
 
 def backend_name(xp: Any) -> str:
@@ -39,11 +37,26 @@ def backend_name(xp: Any) -> str:
     return str(getattr(xp, "__name__", type(xp).__name__))
 
 
+def _module(backend: str) -> ModuleType | None:
+    # Plain imports, not importlib: torch.compile (Dynamo) traces these but refuses importlib.
+    if backend == "numpy":
+        from . import _numpy
+
+        return _numpy
+    if backend == "torch":
+        from . import _torch
+
+        return _torch
+    if backend == "jax":
+        from . import _jax
+
+        return _jax
+    return None
+
+
 def _fast(name: str, xp: Any) -> Callable[..., Any] | None:
-    mod = _MODULES.get(backend_name(xp))
-    if mod is None:
-        return None
-    return getattr(importlib.import_module(mod, __name__), name, None)  # type: ignore[no-any-return]
+    mod = _module(backend_name(xp))
+    return None if mod is None else getattr(mod, name, None)
 
 
 def call(name: str, *arrays: Any, xp: Any, **kwargs: Any) -> Any:

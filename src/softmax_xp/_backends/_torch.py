@@ -62,7 +62,8 @@ def _over_one_dim(
     shape = arrays[0].shape
     sizes = tuple(shape[a] for a in axis)
     if axis == tuple(range(axis[0], axis[-1] + 1)):  # adjacent: flatten them (a view if possible)
-        flat = [a.flatten(axis[0], axis[-1]) for a in arrays]
+        # reshape, not flatten: torch's legacy vmap (gradcheck) has no batching rule for flatten
+        flat = [a.reshape((*a.shape[: axis[0]], -1, *a.shape[axis[-1] + 1 :])) for a in arrays]
         return _unflatten(fn(flat, axis[0]), axis[0], sizes)
     ndim = arrays[0].ndim
     batch = tuple(a for a in range(ndim) if a not in axis)
@@ -71,7 +72,7 @@ def _over_one_dim(
     for i, p in enumerate(perm):
         inv[p] = i
     nb = len(batch)
-    moved = [a.permute(perm).flatten(nb, ndim - 1) for a in arrays]
+    moved = [m.reshape((*m.shape[:nb], -1)) for m in (a.permute(perm) for a in arrays)]
     out = _unflatten(fn(moved, nb), nb, sizes)
     return out.permute(inv)
 
@@ -122,7 +123,13 @@ def softmax_jvp(y: Array, v: Array, /, *, axis: Axes, xp: Namespace) -> Array:
 
 
 def log_softmax_vjp(
-    l: Array, g: Array, /, *, axis: Axes, where: Array | None = None, xp: Namespace  # noqa: E741
+    l: Array,
+    g: Array,
+    /,
+    *,
+    axis: Axes,
+    where: Array | None = None,
+    xp: Namespace,  # noqa: E741
 ) -> Array:
     """``g - exp(l) * sum(g)`` by ``torch._log_softmax_backward_data`` (no mask)."""
     if where is not None or not axis or not _applies(l, g):

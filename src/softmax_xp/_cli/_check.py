@@ -370,10 +370,10 @@ def _integration_rows() -> list[Row]:
                 str(r["device"]),
                 str(r["dtype"]),
                 str(r["kernel"]),
-                float(r["error"]),
+                float(r["error"]),  # type: ignore[arg-type]
                 bool(r["passed"]),
                 "integration",
-            )  # type: ignore[arg-type]
+            )
         )
     return out
 
