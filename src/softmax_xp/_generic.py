@@ -222,10 +222,23 @@ def to_rows(y: Array, axis: tuple[int, ...], xp: Namespace) -> Array:
     return xp.reshape(y, (*y.shape[: len(batch)], c))
 
 
+def _jacobian_rows(y: Array, axis: tuple[int, ...], xp: Namespace) -> Array:
+    """:func:`to_rows` for a dense Jacobian.
+
+    On Dask, C is made one chunk: the Jacobian's blocks are (C, C) per batch block anyway, and a
+    C split into k chunks would multiply the number of blocks by k in the outer product (Dask
+    then warns, PerformanceWarning, from the user's call).
+    """
+    rows = to_rows(y, axis, xp)
+    if array_api_compat.is_dask_namespace(xp) and len(rows.chunks[-1]) > 1:
+        rows = rows.rechunk({rows.ndim - 1: -1})
+    return rows
+
+
 @_quiet
 def softmax_jacobian(y: Array, /, *, axis: tuple[int, ...], xp: Namespace) -> Array:
     """Dense ``diag(y) - y yᵀ`` per slice, shape ``batch + (C, C)``."""
-    rows = to_rows(y, axis, xp)
+    rows = _jacobian_rows(y, axis, xp)
     c = rows.shape[-1]
     eye = xp.eye(c, dtype=rows.dtype, device=_device(rows))
     col = xp.expand_dims(rows, axis=-1)
@@ -235,7 +248,7 @@ def softmax_jacobian(y: Array, /, *, axis: tuple[int, ...], xp: Namespace) -> Ar
 @_quiet
 def log_softmax_jacobian(l: Array, /, *, axis: tuple[int, ...], xp: Namespace) -> Array:  # noqa: E741
     """Dense ``I - 1 softmaxᵀ`` per slice, shape ``batch + (C, C)``."""
-    p = xp.exp(to_rows(l, axis, xp))
+    p = xp.exp(_jacobian_rows(l, axis, xp))
     c = p.shape[-1]
     eye = xp.eye(c, dtype=p.dtype, device=_device(p))
     return eye - xp.expand_dims(p, axis=-2)
