@@ -55,7 +55,7 @@ Axes = tuple[int, ...]
 
 #: Bytes of one array in one block. The operands' and the result's blocks then fit in L2 (2 MiB per
 #: core here) or at worst L3; smaller blocks cost more in per-call overhead than they save (measured:
-#: 512 KiB beat 64 KiB, 256 KiB, 1 MiB and 2 MiB over the four benchmark shapes on this machine).
+#: 512 KiB was the best or within noise of the best of 64 KiB to 2 MiB on the four benchmark shapes).
 _BLOCK_BYTES = 512 * 1024
 #: Rows at most this long (and contiguous) take the transposed short-row path.
 _SHORT_C = 32
