@@ -22,6 +22,7 @@ import argparse
 import contextlib
 import datetime
 import importlib
+import importlib.util
 import json
 import math
 import os
