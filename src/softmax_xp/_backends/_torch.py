@@ -123,13 +123,13 @@ def softmax_jvp(y: Array, v: Array, /, *, axis: Axes, xp: Namespace) -> Array:
 
 
 def log_softmax_vjp(
-    l: Array,
+    l: Array,  # noqa: E741
     g: Array,
     /,
     *,
     axis: Axes,
     where: Array | None = None,
-    xp: Namespace,  # noqa: E741
+    xp: Namespace,
 ) -> Array:
     """``g - exp(l) * sum(g)`` by ``torch._log_softmax_backward_data`` (no mask)."""
     if where is not None or not axis or not _applies(l, g):
