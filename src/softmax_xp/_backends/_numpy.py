@@ -225,7 +225,15 @@ def _rsum(a: NDArray, red: Axes) -> NDArray:
 
 
 def _rdot(a: NDArray, b: NDArray, out: NDArray, red: Axes) -> NDArray:
-    """``sum(a * b)`` over ``red``, using ``out`` (the block's result buffer) as scratch."""
+    """``sum(a * b)`` over ``red``, using ``out`` (the block's result buffer) as scratch.
+
+    float64 rows use ``np.einsum`` (NumPy's own sum-of-products loop, no BLAS): one pass instead
+    of two, and its per-lane sums stay far inside float64 tolerances. float32 keeps the pairwise
+    (or 16-way) sum, which is more accurate for long rows than einsum's accumulation.
+    """
+    if red == (1,) and a.ndim == 2 and a.dtype == np.float64 and a.shape[1] >= _SHORT_C:
+        d: NDArray = np.einsum("ij,ij->i", a, b)[:, np.newaxis]
+        return d
     np.multiply(a, b, out=out)
     return _rsum(out, red)
 
