@@ -204,15 +204,32 @@ class Lib:
         during the call, so our code is shown to stay lazy.
         """
         if self.backend is Backend.JAX_JIT:
-            import jax
-
-            return jax.jit(functools.partial(fn, **kwargs))(*arrays)
+            # array-valued keywords (where=) are traced arguments; the rest are static. One jitted
+            # function per (fn, static keywords), so a test does not recompile on every call.
+            dynamic = {k: v for k, v in kwargs.items() if array_api_compat.is_array_api_obj(v)}
+            static = tuple((k, v) for k, v in kwargs.items() if k not in dynamic)
+            try:
+                key = (fn, static, tuple(dynamic))
+                hash(key)
+            except TypeError:  # unhashable static argument: no caching
+                return _jit(fn, static, tuple(dynamic))(*arrays, **dynamic)
+            return _cached_jit(*key)(*arrays, **dynamic)
         if self.backend is Backend.DASK:
             import dask
 
             with dask.config.set(scheduler=_dask_no_compute_scheduler()):
                 return fn(*arrays, **kwargs)
         return fn(*arrays, **kwargs)
+
+
+def _jit(fn: Callable[..., Any], static: tuple[tuple[str, Any], ...], names: tuple[str, ...]) -> Any:
+    import jax
+
+    kw = dict(static)
+    return jax.jit(lambda *arrays, **dynamic: fn(*arrays, **kw, **dynamic))
+
+
+_cached_jit = functools.lru_cache(maxsize=512)(_jit)
 
 
 def make_lib(backend: Backend) -> Lib:
