@@ -63,7 +63,8 @@ def _over_one_dim(
     sizes = tuple(shape[a] for a in axis)
     if axis == tuple(range(axis[0], axis[-1] + 1)):  # adjacent: flatten them (a view if possible)
         # reshape, not flatten: torch's legacy vmap (gradcheck) has no batching rule for flatten
-        flat = [a.reshape((*a.shape[: axis[0]], -1, *a.shape[axis[-1] + 1 :])) for a in arrays]
+        c = math.prod(sizes)  # explicit, not -1: a zero-size tensor makes -1 ambiguous
+        flat = [a.reshape((*a.shape[: axis[0]], c, *a.shape[axis[-1] + 1 :])) for a in arrays]
         return _unflatten(fn(flat, axis[0]), axis[0], sizes)
     ndim = arrays[0].ndim
     batch = tuple(a for a in range(ndim) if a not in axis)
@@ -72,7 +73,9 @@ def _over_one_dim(
     for i, p in enumerate(perm):
         inv[p] = i
     nb = len(batch)
-    moved = [m.reshape((*m.shape[:nb], -1)) for m in (a.permute(perm) for a in arrays)]
+    moved = [
+        m.reshape((*m.shape[:nb], math.prod(sizes))) for m in (a.permute(perm) for a in arrays)
+    ]
     out = _unflatten(fn(moved, nb), nb, sizes)
     return out.permute(inv)
 
