@@ -324,19 +324,23 @@ def test_dense_budget_refuses_before_allocating(lib: Lib, fn: Any) -> None:
 
 def test_dense_budget_is_read_at_call_time(lib: Lib, monkeypatch: pytest.MonkeyPatch) -> None:
     y, _ = _point(lib, "softmax", (4, 32), -1, "float32")  # result: 4·32·32·4 bytes = 16 KiB
+
+    def dense(a: Any) -> Any:  # a new function per call: under jax.jit the budget is read when
+        return sx.softmax_jacobian(a)  # tracing, and a fresh function is traced afresh
+
     monkeypatch.setenv("SOFTMAX_XP_MAX_DENSE_BYTES", "8KiB")
     with pytest.raises(MemoryError, match="SoftmaxJacobian"):
-        lib.call(sx.softmax_jacobian, y)
+        lib.call(lambda a: dense(a), y)
     with pytest.raises(MemoryError, match="SoftmaxJacobian"):
         lib.call(lambda a: sx.SoftmaxJacobian(a).to_dense(), y)
     # an explicit budget overrides the environment
     ok = lib.call(lambda a: sx.SoftmaxJacobian(a).to_dense(max_bytes=16 * 1024), y)
     assert tuple(ok.shape) == (4, 32, 32)
     monkeypatch.setenv("SOFTMAX_XP_MAX_DENSE_BYTES", "16KiB")
-    assert tuple(lib.call(sx.softmax_jacobian, y).shape) == (4, 32, 32)
+    assert tuple(lib.call(lambda a: dense(a), y).shape) == (4, 32, 32)
     monkeypatch.setenv("SOFTMAX_XP_MAX_DENSE_BYTES", "lots")
     with pytest.raises(ValueError, match="SOFTMAX_XP_MAX_DENSE_BYTES"):
-        lib.call(sx.softmax_jacobian, y)
+        lib.call(lambda a: dense(a), y)
 
 
 # -- scipy LinearOperator view ---------------------------------------------------------------------
