@@ -36,122 +36,195 @@ def _fmt_shape(s: Any) -> str:
 
 
 def table(rows: list[dict[str, Any]]) -> Iterator[str]:
-    yield ("| backend | dtype | shape | kernel | implementation | median ms | GB/s | x copy "
-           "| x best peer |")
+    yield (
+        "| backend | dtype | shape | kernel | implementation | median ms | GB/s | x copy "
+        "| x best peer |"
+    )
     yield "|---|---|---|---|---|---:|---:|---:|---:|"
     for r in rows:
         xc = f"{r['x_copy']:.2f}" if r.get("x_copy") is not None else ""
         xp = f"{r['x_best_peer']:.2f}" if r.get("x_best_peer") is not None else ""
         impl = f"**{r['impl']}**" if r["role"] == "ours" else r["impl"]
-        yield (f"| {r['backend']} | {r['dtype']} | {_fmt_shape(r['shape'])} | {r['kernel']} | "
-               f"{impl} | {r['median_ms']:.3f} | {r['gbps']:.1f} | {xc} | {xp} |")
+        yield (
+            f"| {r['backend']} | {r['dtype']} | {_fmt_shape(r['shape'])} | {r['kernel']} | "
+            f"{impl} | {r['median_ms']:.3f} | {r['gbps']:.1f} | {xc} | {xp} |"
+        )
 
 
 def targets(rows: list[dict[str, Any]], memory: list[dict[str, Any]]) -> Iterator[str]:
     yield "| target | dtype | shape | measured | met |"
     yield "|---|---|---|---:|:---:|"
 
-    def line(name: str, dt: str, shape: Any, value: float | None, ok: bool | None,
-             unit: str = "x") -> str:
+    def line(
+        name: str, dt: str, shape: Any, value: float | None, ok: bool | None, unit: str = "x"
+    ) -> str:
         if value is None:
             return f"| {name} | {dt} | {_fmt_shape(shape)} | not measured | |"
-        return (f"| {name} | {dt} | {_fmt_shape(shape)} | {value:.2f}{unit} | "
-                f"{'yes' if ok else '**no**'} |")
+        return (
+            f"| {name} | {dt} | {_fmt_shape(shape)} | {value:.2f}{unit} | "
+            f"{'yes' if ok else '**no**'} |"
+        )
 
     for dt in ("float32", "float64"):
         np_kw = {"backend": "numpy", "dtype": dt}
-        for kernel, peer in (("softmax", "scipy.special.softmax"),
-                             ("log_softmax", "scipy.special.log_softmax")):
+        for kernel, peer in (
+            ("softmax", "scipy.special.softmax"),
+            ("log_softmax", "scipy.special.log_softmax"),
+        ):
             for s in ALL:
                 need = 5.0 if s == (65536, 16) else 1.5 if s == (4096, 1024) else 2.5
                 ours = _ms(rows, shape=s, kernel=kernel, impl="softmax_xp", **np_kw)
                 sp = _ms(rows, shape=s, kernel=kernel, impl=peer, **np_kw)
                 v = sp / ours if ours and sp else None
-                yield line(f"NumPy {kernel}: {peer} time / ours >= {need}", dt, s, v,
-                           v is not None and v >= need)
+                yield line(
+                    f"NumPy {kernel}: {peer} time / ours >= {need}",
+                    dt,
+                    s,
+                    v,
+                    v is not None and v >= need,
+                )
             for s in LARGE:
                 ours = _ms(rows, shape=s, kernel=kernel, impl="softmax_xp", **np_kw)
                 cp = _ms(rows, shape=s, kernel="copy2", **np_kw)
                 v = ours / cp if ours and cp else None
-                yield line(f"NumPy {kernel}: ours / np.copyto <= 2.5", dt, s, v,
-                           v is not None and v <= 2.5)
+                yield line(
+                    f"NumPy {kernel}: ours / np.copyto <= 2.5", dt, s, v, v is not None and v <= 2.5
+                )
         for kernel in ("softmax_vjp", "softmax_jvp", "log_softmax_vjp"):
             for s in LARGE:
                 ours = _ms(rows, shape=s, kernel=kernel, impl="softmax_xp", **np_kw)
                 cp = _ms(rows, shape=s, kernel="copy3", **np_kw)
                 v = ours / cp if ours and cp else None
-                yield line(f"NumPy {kernel}: ours / 3-array copy <= 1.5", dt, s, v,
-                           v is not None and v <= 1.5)
+                yield line(
+                    f"NumPy {kernel}: ours / 3-array copy <= 1.5",
+                    dt,
+                    s,
+                    v,
+                    v is not None and v <= 1.5,
+                )
         for kernel in ("softmax_vjp", "log_softmax_vjp"):
             for s in ALL:
                 ours = _ms(rows, shape=s, kernel=kernel, impl="softmax_xp", **np_kw)
                 tb = _ms(rows, shape=s, kernel=kernel, impl="torch autograd backward", **np_kw)
                 v = ours / tb if ours and tb else None
-                yield line(f"NumPy {kernel}: ours / torch autograd backward <= 1", dt, s, v,
-                           v is not None and v <= 1.0)
-        for backend, jrs in (("numpy", []), ("torch", ["torch.func.jacrev"]),
-                             ("jax", ["jax.jacrev (jit, vmap)", "jax.jacrev (vmap, eager)"])):
+                yield line(
+                    f"NumPy {kernel}: ours / torch autograd backward <= 1",
+                    dt,
+                    s,
+                    v,
+                    v is not None and v <= 1.0,
+                )
+        for backend, jrs in (
+            ("numpy", []),
+            ("torch", ["torch.func.jacrev"]),
+            ("jax", ["jax.jacrev (jit, vmap)", "jax.jacrev (vmap, eager)"]),
+        ):
             for r in rows:
                 if (r["backend"], r["dtype"], r["kernel"], r["impl"]) != (
-                        backend, dt, "softmax_jacobian", "softmax_xp"):
+                    backend,
+                    dt,
+                    "softmax_jacobian",
+                    "softmax_xp",
+                ):
                     continue
                 s = tuple(r["shape"])
-                fw = _ms(rows, backend=backend, dtype=dt, shape=s, kernel="softmax_jacobian",
-                         impl="fresh write")
-                seed = _ms(rows, backend=backend, dtype=dt, shape=s, kernel="softmax_jacobian",
-                           impl="seeds double loop")
+                fw = _ms(
+                    rows,
+                    backend=backend,
+                    dtype=dt,
+                    shape=s,
+                    kernel="softmax_jacobian",
+                    impl="fresh write",
+                )
+                seed = _ms(
+                    rows,
+                    backend=backend,
+                    dtype=dt,
+                    shape=s,
+                    kernel="softmax_jacobian",
+                    impl="seeds double loop",
+                )
                 if seed:
                     v = seed / r["median_ms"]
-                    yield line("NumPy Jacobian: seeds double loop / ours (information)", dt, s,
-                               v, v > 1)
+                    yield line(
+                        "NumPy Jacobian: seeds double loop / ours (information)", dt, s, v, v > 1
+                    )
                 if s == SEED and not seed:
                     continue  # a few microseconds: call overhead, not bandwidth
                 if fw and s != SEED:
                     v = r["median_ms"] / fw
-                    yield line(f"{backend} Jacobian: ours / fresh write <= 1.3", dt, s, v,
-                               v <= 1.3)
+                    yield line(f"{backend} Jacobian: ours / fresh write <= 1.3", dt, s, v, v <= 1.3)
                 for jr in jrs:
-                    p = _ms(rows, backend=backend, dtype=dt, shape=s, kernel="softmax_jacobian",
-                            impl=jr)
+                    p = _ms(
+                        rows, backend=backend, dtype=dt, shape=s, kernel="softmax_jacobian", impl=jr
+                    )
                     if p:
                         v = p / r["median_ms"]
                         yield line(f"{backend} Jacobian: {jr} / ours >= 5", dt, s, v, v >= 5)
         for backend, pairs, need in (
-            ("torch", [("softmax", "torch.softmax"), ("log_softmax", "torch.log_softmax"),
-                       ("softmax_vjp", "torch autograd backward"),
-                       ("log_softmax_vjp", "torch autograd backward")], 1.05),
-            ("jax", [("softmax", "jit(jax.nn.softmax)"),
-                     ("log_softmax", "jit(jax.nn.log_softmax)")], 1.05),
-            ("jax", [("softmax_vjp", "jax.vjp backward (jit)"),
-                     ("softmax_vjp", "jax.vjp backward (eager)")], 0.8),
+            (
+                "torch",
+                [
+                    ("softmax", "torch.softmax"),
+                    ("log_softmax", "torch.log_softmax"),
+                    ("softmax_vjp", "torch autograd backward"),
+                    ("log_softmax_vjp", "torch autograd backward"),
+                ],
+                1.05,
+            ),
+            (
+                "jax",
+                [("softmax", "jit(jax.nn.softmax)"), ("log_softmax", "jit(jax.nn.log_softmax)")],
+                1.05,
+            ),
+            (
+                "jax",
+                [
+                    ("softmax_vjp", "jax.vjp backward (jit)"),
+                    ("softmax_vjp", "jax.vjp backward (eager)"),
+                ],
+                0.8,
+            ),
         ):
             for kernel, peer in pairs:
                 for s in ALL:
-                    ours = _ms(rows, backend=backend, dtype=dt, shape=s, kernel=kernel,
-                               impl="softmax_xp")
+                    ours = _ms(
+                        rows, backend=backend, dtype=dt, shape=s, kernel=kernel, impl="softmax_xp"
+                    )
                     p = _ms(rows, backend=backend, dtype=dt, shape=s, kernel=kernel, impl=peer)
                     v = ours / p if ours and p else None
-                    yield line(f"{backend} {kernel}: ours / {peer} <= {need}", dt, s, v,
-                               v is not None and v <= need)
+                    yield line(
+                        f"{backend} {kernel}: ours / {peer} <= {need}",
+                        dt,
+                        s,
+                        v,
+                        v is not None and v <= need,
+                    )
     for m in memory:
         met = ""
         if "softmax_xp" in m["impl"]:
             met = "yes" if m["peak_over_output"] < 1.25 else "**no**"
-        yield (f"| NumPy peak allocation: {m['impl']} | {m['dtype']} | {_fmt_shape(m['shape'])} "
-               f"| {m['peak_over_output']:.2f}x output | {met} |")
+        yield (
+            f"| NumPy peak allocation: {m['impl']} | {m['dtype']} | {_fmt_shape(m['shape'])} "
+            f"| {m['peak_over_output']:.2f}x output | {met} |"
+        )
 
 
 def main(argv: list[str]) -> int:
     with open(argv[0]) as f:
         data = json.load(f)
     rows, memory = data["rows"], data.get("memory", [])
-    print(f"Run: `{' '.join(data['command'])}` at {data['time']}, {data['repeats']} timed samples "
-          "per case (medians).\n")
+    print(
+        f"Run: `{' '.join(data['command'])}` at {data['time']}, {data['repeats']} timed samples "
+        "per case (medians).\n"
+    )
     print(f"Machine: {data['cpu']}, {data['cpu_count']} CPUs ({data['platform']}).\n")
     if data.get("loadavg_before"):
         lb, la = data["loadavg_before"], data["loadavg_after"]
-        print(f"Load average (1/5/15 min) before the run: {lb[0]:.1f} / {lb[1]:.1f} / {lb[2]:.1f}; "
-              f"after: {la[0]:.1f} / {la[1]:.1f} / {la[2]:.1f} (on {data['cpu_count']} CPUs).\n")
+        print(
+            f"Load average (1/5/15 min) before the run: {lb[0]:.1f} / {lb[1]:.1f} / {lb[2]:.1f}; "
+            f"after: {la[0]:.1f} / {la[1]:.1f} / {la[2]:.1f} (on {data['cpu_count']} CPUs).\n"
+        )
     print("Versions: " + ", ".join(f"{k} {v}" for k, v in data["versions"].items()) + ".\n")
     print("### Targets\n")
     print("\n".join(targets(rows, memory)))

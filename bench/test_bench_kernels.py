@@ -55,8 +55,16 @@ def _params() -> list[Any]:
                         if "seeds" in name and shape != _bench.SEED_JAC:
                             continue
                         sid = "x".join(map(str, shape))
-                        out.append(pytest.param(backend, dtype, shape, jac, name,
-                                                id=f"{backend}-{dtype}-{sid}-{name}"))
+                        out.append(
+                            pytest.param(
+                                backend,
+                                dtype,
+                                shape,
+                                jac,
+                                name,
+                                id=f"{backend}-{dtype}-{sid}-{name}",
+                            )
+                        )
     return out
 
 

@@ -222,7 +222,9 @@ class Lib:
         return fn(*arrays, **kwargs)
 
 
-def _jit(fn: Callable[..., Any], static: tuple[tuple[str, Any], ...], names: tuple[str, ...]) -> Any:
+def _jit(
+    fn: Callable[..., Any], static: tuple[tuple[str, Any], ...], names: tuple[str, ...]
+) -> Any:
     import jax
 
     kw = dict(static)

@@ -95,7 +95,7 @@ def test_masked_derivatives(lib: Lib, log: bool) -> None:
     mask[:, 0] = True  # no all-masked slice here (see test_all_masked_derivatives_are_zero)
     xb, vb, wb = lib.asarray(x), lib.asarray(v), lib.asarray(mask)
     if log:
-        l = lib.call(sx.log_softmax, xb, where=wb)  # noqa: E741
+        l = lib.call(sx.log_softmax, xb, where=wb)
         out_j = lib.call(sx.log_softmax_jvp, l, vb, where=wb)
         out_v = lib.call(sx.log_softmax_vjp, l, vb, where=wb)
     else:
@@ -114,7 +114,7 @@ def test_all_masked_derivatives_are_zero(lib: Lib) -> None:
     w = lib.asarray(np.array([[False, False, False], [True, True, False]]))
     v = lib.asarray(np.array([[1.0, -2.0, 0.5], [1.0, -2.0, 0.5]]))
     y = lib.call(sx.softmax, x, where=w)
-    l = lib.call(sx.log_softmax, x, where=w)  # noqa: E741
+    l = lib.call(sx.log_softmax, x, where=w)
     for out in (
         lib.call(sx.softmax_jvp, y, v),
         lib.call(sx.softmax_vjp, y, v),

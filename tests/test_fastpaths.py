@@ -392,8 +392,9 @@ def test_torch(
         arrays[0][0, ...] = np.nan
     else:
         arrays = _pair_inputs(name, shape, axis, "float64")
-    tensors = [_torch_layout(torch.from_numpy(a.copy()).to(getattr(torch, dtype)), layout)
-               for a in arrays]
+    tensors = [
+        _torch_layout(torch.from_numpy(a.copy()).to(getattr(torch, dtype)), layout) for a in arrays
+    ]
     fast, ref = _run_torch(name, tensors, axis)
     _assert_agree(_np(fast), _np(ref), dtype, _scale(arrays[1:]))
 
@@ -547,6 +548,4 @@ def test_sizes_are_consistent() -> None:
     assert any(
         shape[axis[0]] <= _numpy._SHORT_C and len(axis) == 1 for shape, axis in CASES + LARGE
     )
-    assert any(
-        math.prod(shape) * 4 >= _numpy._THREAD_MIN_BYTES for shape, _ in LARGE
-    )
+    assert any(math.prod(shape) * 4 >= _numpy._THREAD_MIN_BYTES for shape, _ in LARGE)

@@ -207,7 +207,7 @@ def test_softmax_solve_with_zero_probabilities(lib: Lib) -> None:
 def test_log_softmax_solve_is_lstsq(lib: Lib, dtype: str, shape: Any, axis: Any) -> None:
     _skip_f64(lib, dtype)
     axes = _axes(shape, axis)
-    l, p = _point(lib, "log_softmax", shape, axis, dtype)  # noqa: E741
+    l, p = _point(lib, "log_softmax", shape, axis, dtype)
     jac = ref_jacobian("log_softmax", p)
     b_np = np.random.default_rng(5).normal(size=shape)
     br = to_rows(b_np, axes)

@@ -85,7 +85,7 @@ def test_log_softmax_is_log_of_softmax(
     w = None if mask is None else lib.asarray(mask)
     xb = lib.asarray(x, dtype)
     y = lib.to_numpy(lib.call(sx.softmax, xb, axis=axis, where=w))
-    l = lib.to_numpy(lib.call(sx.log_softmax, xb, axis=axis, where=w))  # noqa: E741
+    l = lib.to_numpy(lib.call(sx.log_softmax, xb, axis=axis, where=w))
     rtol, atol = tolerance(dtype)
     with np.errstate(divide="ignore"):
         np.testing.assert_allclose(np.exp(l), y, rtol=rtol, atol=atol)
@@ -104,7 +104,7 @@ def test_jacobian_is_symmetric_with_ones_in_null_space(
     rtol, atol = tolerance(dtype)
     np.testing.assert_allclose(jac, np.swapaxes(jac, -1, -2), rtol=0, atol=atol)
     np.testing.assert_allclose(jac.sum(-1), 0.0, atol=10 * rtol)
-    l = lib.call(sx.log_softmax, lib.asarray(x, dtype), axis=axis)  # noqa: E741
+    l = lib.call(sx.log_softmax, lib.asarray(x, dtype), axis=axis)
     ljac = lib.to_numpy(lib.call(sx.log_softmax_jacobian, l, axis=axis))
     np.testing.assert_allclose(ljac.sum(-1), 0.0, atol=10 * rtol)  # J 1 = 1 - sum(p) = 0
 

@@ -39,7 +39,7 @@ def test_big_c_kernels_and_operator(lib: Lib) -> None:
 
     y = lib.call(sx.softmax, x)
     assert_close(lib, y, scipy.special.softmax(x_np, axis=-1), dtype="float32")
-    l = lib.call(sx.log_softmax, x)  # noqa: E741
+    l = lib.call(sx.log_softmax, x)
     assert_close(lib, l, scipy.special.log_softmax(x_np, axis=-1), dtype="float32")
 
     for kind, out in (("softmax", y), ("log_softmax", l)):
@@ -83,7 +83,7 @@ def test_big_c_memory_is_linear_in_c() -> None:
     v = rng.normal(size=(2, BIG_C)).astype(np.float32)
     row_bytes = x.nbytes  # N·C·4 = 8 MiB; one dense (C, C) slice would be 4 TiB
     y = sx.softmax(x)
-    l = sx.log_softmax(x)  # noqa: E741
+    l = sx.log_softmax(x)
     ops = [
         lambda: sx.softmax(x),
         lambda: sx.log_softmax(x),
@@ -146,7 +146,7 @@ def test_low_precision_long_rows_sum_to_one(lib: Lib, dtype: str) -> None:
     )
     # (the other 2**20 - 1 entries, about 8e-7 each, are float16 subnormals with a few bits: their
     # rounding, not the accumulation, decides how close their sum is to 1, so no check on it here)
-    l = lib.call(sx.log_softmax, lib.asarray(x_np, dtype))  # noqa: E741
+    l = lib.call(sx.log_softmax, lib.asarray(x_np, dtype))
     np.testing.assert_allclose(
         lib.to_numpy(l)[:, :9],
         scipy.special.log_softmax(x_np, axis=-1)[:, :9],

@@ -226,7 +226,7 @@ def softmax_jacobian(y: Array, /, *, axis: Axis = -1, xp: Namespace | None = Non
 
 
 def log_softmax_jvp(
-    l: Array,  # noqa: E741
+    l: Array,
     v: Array,
     /,
     *,
@@ -268,7 +268,7 @@ def log_softmax_jvp(
 
 
 def log_softmax_vjp(
-    l: Array,  # noqa: E741
+    l: Array,
     g: Array,
     /,
     *,
@@ -309,7 +309,7 @@ def log_softmax_vjp(
     return _v.restore_dtype(p, out)
 
 
-def log_softmax_jacobian(l: Array, /, *, axis: Axis = -1, xp: Namespace | None = None) -> Array:  # noqa: E741
+def log_softmax_jacobian(l: Array, /, *, axis: Axis = -1, xp: Namespace | None = None) -> Array:
     """Dense Jacobian of log_softmax, ``J[..., i, j] = δ_ij - softmax_j``.
 
     Parameters

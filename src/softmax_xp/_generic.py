@@ -172,7 +172,7 @@ def softmax_vjp(y: Array, g: Array, /, *, axis: tuple[int, ...], xp: Namespace) 
 
 @_quiet
 def log_softmax_jvp(
-    l: Array,  # noqa: E741
+    l: Array,
     v: Array,
     /,
     *,
@@ -192,7 +192,7 @@ def log_softmax_jvp(
 
 @_quiet
 def log_softmax_vjp(
-    l: Array,  # noqa: E741
+    l: Array,
     g: Array,
     /,
     *,
@@ -246,7 +246,7 @@ def softmax_jacobian(y: Array, /, *, axis: tuple[int, ...], xp: Namespace) -> Ar
 
 
 @_quiet
-def log_softmax_jacobian(l: Array, /, *, axis: tuple[int, ...], xp: Namespace) -> Array:  # noqa: E741
+def log_softmax_jacobian(l: Array, /, *, axis: tuple[int, ...], xp: Namespace) -> Array:
     """Dense ``I - 1 softmaxᵀ`` per slice, shape ``batch + (C, C)``."""
     p = xp.exp(_jacobian_rows(l, axis, xp))
     c = p.shape[-1]

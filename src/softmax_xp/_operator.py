@@ -423,7 +423,7 @@ class LogSoftmaxJacobian(_JacobianOperator):
         A slice with ``p = 0`` throughout (all masked out) has ``J = I`` and gives ``x = b``.
         """
         p_ = self._pair("solve", "b", b)
-        l, bb = p_.arrays  # noqa: E741
+        l, bb = p_.arrays
         xp, axis = p_.xp, p_.axis
         if self._c == 0:
             return _v.restore_dtype(p_, xp.zeros_like(bb))

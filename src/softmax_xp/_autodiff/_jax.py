@@ -56,9 +56,9 @@ def _log_softmax_rule(
 ) -> tuple[Array, Array]:
     x, where = primals
     x_t = tangents[0]
-    l = _log_softmax(x, where, axis, xp)  # noqa: E741
+    l = _log_softmax(x, where, axis, xp)
 
-    def rule(l: Array, v: Array, where: Array | None) -> Array:  # noqa: E741
+    def rule(l: Array, v: Array, where: Array | None) -> Array:
         return call("log_softmax_jvp", l, v, axis=axis, where=where, xp=xp)
 
     return l, jax.checkpoint(rule)(l, x_t, where)

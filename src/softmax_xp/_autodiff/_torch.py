@@ -121,7 +121,7 @@ class _LogSoftmax(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, g: Tensor) -> tuple[Tensor, None, None]:  # type: ignore[override]
-        l, where = ctx.saved_tensors  # noqa: E741
+        l, where = ctx.saved_tensors
         out = call("log_softmax_vjp", l, g, axis=ctx.st.axis, where=where, xp=ctx.st.xp)
         return out, None, None
 
@@ -136,7 +136,7 @@ class _LogSoftmaxFwd(_LogSoftmax):
 
     @staticmethod
     def jvp(ctx: Any, x_t: Tensor, where_t: Any, st_t: Any) -> Tensor:
-        l, where = ctx.saved_tensors  # noqa: E741
+        l, where = ctx.saved_tensors
         with _fwad._set_fwd_grad_enabled(True):  # see _SoftmaxFwd's docstring
             out = call("log_softmax_jvp", l, x_t, axis=ctx.st.axis, where=where, xp=ctx.st.xp)
         return out  # type: ignore[no-any-return]

@@ -90,14 +90,14 @@ def softmax_vjp(y: Array, g: Array, /, *, axis: Axes, xp: Namespace) -> Array:
 
 
 def log_softmax_jvp(
-    l: Array, v: Array, /, *, axis: Axes, where: Array | None = None, xp: Namespace  # noqa: E741
+    l: Array, v: Array, /, *, axis: Axes, where: Array | None = None, xp: Namespace
 ) -> Array:
     """``v - <exp(l), v>``, jitted."""
     return _call("log_softmax_jvp", (l, v), axis, where, xp)
 
 
 def log_softmax_vjp(
-    l: Array, g: Array, /, *, axis: Axes, where: Array | None = None, xp: Namespace  # noqa: E741
+    l: Array, g: Array, /, *, axis: Axes, where: Array | None = None, xp: Namespace
 ) -> Array:
     """``g - exp(l) * sum(g)``, jitted."""
     return _call("log_softmax_vjp", (l, g), axis, where, xp)
@@ -108,6 +108,6 @@ def softmax_jacobian(y: Array, /, *, axis: Axes, xp: Namespace) -> Array:
     return _call("softmax_jacobian", (y,), axis, None, xp)
 
 
-def log_softmax_jacobian(l: Array, /, *, axis: Axes, xp: Namespace) -> Array:  # noqa: E741
+def log_softmax_jacobian(l: Array, /, *, axis: Axes, xp: Namespace) -> Array:
     """Dense ``I - 1 softmaxᵀ``, fused into one write of the output."""
     return _call("log_softmax_jacobian", (l,), axis, None, xp)

@@ -26,6 +26,7 @@ agree with it, NaN placement included. Floating-point warnings
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import threading
@@ -102,17 +103,23 @@ def _run_parallel(n_blocks: int, nbytes: int, work: Callable[[int, int], None]) 
     ):
         work(0, n_blocks)
         return
-    parts = min(n_threads, n_blocks)
-    bounds = [n_blocks * k // parts for k in range(parts + 1)]
+    # Dynamic scheduling: every thread (the caller included) takes the next block from a shared
+    # counter, so a thread slowed by another process on its core takes fewer blocks instead of
+    # holding up the call with a fixed half of the work. itertools.count's next() is atomic.
+    counter = itertools.count()
+
+    def drain() -> None:
+        while (b := next(counter)) < n_blocks:
+            work(b, b + 1)
+
     pool = _get_pool()
-    futures: list[Future[None]] = [
-        pool.submit(work, bounds[k], bounds[k + 1]) for k in range(1, parts)
-    ]
+    futures: list[Future[None]] = [pool.submit(drain) for _ in range(min(n_threads, n_blocks) - 1)]
     try:
-        work(bounds[0], bounds[1])
+        drain()
     finally:
         for f in futures:
-            f.result()
+            if not f.cancel():  # a helper that never started (pool busy) has nothing left to do
+                f.result()
 
 
 # -- layout --------------------------------------------------------------------------------------
@@ -284,7 +291,7 @@ def _softmax_prod_block(ops: Sequence[NDArray], out: NDArray, red: Axes, dest: N
 
 def _log_vjp_block(ops: Sequence[NDArray], out: NDArray, red: Axes, dest: NDArray) -> None:
     """``g - exp(l) * sum(g)``, with ``g`` zeroed and the result zero where masked out."""
-    l, g = ops[0], ops[1]  # noqa: E741
+    l, g = ops[0], ops[1]
     w = ops[2] if len(ops) > 2 else None
     if w is None:
         s = _rsum(g, red)
@@ -303,7 +310,7 @@ def _log_vjp_block(ops: Sequence[NDArray], out: NDArray, red: Axes, dest: NDArra
 
 def _log_jvp_block(ops: Sequence[NDArray], out: NDArray, red: Axes, dest: NDArray) -> None:
     """``v - sum(exp(l) * v)``, with ``v`` zeroed and the result zero where masked out."""
-    l, v = ops[0], ops[1]  # noqa: E741
+    l, v = ops[0], ops[1]
     w = ops[2] if len(ops) > 2 else None
     if w is None:
         np.exp(l, out=out)
@@ -355,16 +362,12 @@ def _forward(x: Array, axis: Axes, where: Array | None, log: bool) -> Array:
     return _apply(kernel, ops, out, axis)
 
 
-def softmax(
-    x: Array, /, *, axis: Axes, where: Array | None = None, xp: Namespace
-) -> Array:
+def softmax(x: Array, /, *, axis: Axes, where: Array | None = None, xp: Namespace) -> Array:
     """Softmax in place into one fresh buffer, in cache blocks, on all cores."""
     return _forward(x, axis, where, log=False)
 
 
-def log_softmax(
-    x: Array, /, *, axis: Axes, where: Array | None = None, xp: Namespace
-) -> Array:
+def log_softmax(x: Array, /, *, axis: Axes, where: Array | None = None, xp: Namespace) -> Array:
     """log_softmax in place into one fresh buffer, in cache blocks, on all cores."""
     return _forward(x, axis, where, log=True)
 
@@ -390,14 +393,26 @@ def softmax_vjp(y: Array, g: Array, /, *, axis: Axes, xp: Namespace) -> Array:
 
 
 def log_softmax_jvp(
-    l: Array, v: Array, /, *, axis: Axes, where: Array | None = None, xp: Namespace  # noqa: E741
+    l: Array,
+    v: Array,
+    /,
+    *,
+    axis: Axes,
+    where: Array | None = None,
+    xp: Namespace,
 ) -> Array:
     """``v - <exp(l), v>`` with no temporary beyond the result."""
     return _pair(_log_jvp_block, l, v, axis, where)
 
 
 def log_softmax_vjp(
-    l: Array, g: Array, /, *, axis: Axes, where: Array | None = None, xp: Namespace  # noqa: E741
+    l: Array,
+    g: Array,
+    /,
+    *,
+    axis: Axes,
+    where: Array | None = None,
+    xp: Namespace,
 ) -> Array:
     """``g - exp(l) * sum(g)`` with no temporary beyond the result."""
     return _pair(_log_vjp_block, l, g, axis, where)
@@ -442,6 +457,6 @@ def softmax_jacobian(y: Array, /, *, axis: Axes, xp: Namespace) -> Array:
     return _jacobian(y, axis, log=False)
 
 
-def log_softmax_jacobian(l: Array, /, *, axis: Axes, xp: Namespace) -> Array:  # noqa: E741
+def log_softmax_jacobian(l: Array, /, *, axis: Axes, xp: Namespace) -> Array:
     """Dense ``I - 1 softmaxᵀ`` written once, in blocks, on all cores."""
     return _jacobian(l, axis, log=True)

@@ -126,7 +126,7 @@ def softmax_jvp(y: Array, v: Array, /, *, axis: Axes, xp: Namespace) -> Array:
 
 
 def log_softmax_vjp(
-    l: Array,  # noqa: E741
+    l: Array,
     g: Array,
     /,
     *,
@@ -186,7 +186,7 @@ def softmax_jacobian(y: Array, /, *, axis: Axes, xp: Namespace) -> Array:
     return torch.diagonal_scatter(jac, diag, 0, -2, -1)
 
 
-def log_softmax_jacobian(l: Array, /, *, axis: Axes, xp: Namespace) -> Array:  # noqa: E741
+def log_softmax_jacobian(l: Array, /, *, axis: Axes, xp: Namespace) -> Array:
     """``δ_ij - softmax_j`` in closed form: one write of the ``N·C²`` output."""
     if not _applies(l) or math.prod(l.shape) == 0:
         return NotImplemented

@@ -19,8 +19,14 @@ def main(argv: list[str] | None = None) -> int:
         description="softmax_xp: check every kernel against each framework's autodiff, or benchmark it.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("check", help="every kernel on every installed backend and device vs that framework's autodiff", add_help=False)
-    sub.add_parser("bench", help="timings against peers and the copy-bandwidth roofline", add_help=False)
+    sub.add_parser(
+        "check",
+        help="every kernel on every installed backend and device vs that framework's autodiff",
+        add_help=False,
+    )
+    sub.add_parser(
+        "bench", help="timings against peers and the copy-bandwidth roofline", add_help=False
+    )
     if not args or args[0] in ("-h", "--help"):
         parser.print_help()
         return 0 if args else 2

@@ -195,13 +195,19 @@ def _numpy_cases(shape: tuple[int, ...], dtype: str, jac: bool) -> list[Case]:
 
         cases = [
             Case("softmax_jacobian", "softmax_xp", "ours", lambda: sx.softmax_jacobian(y), nj),
-            Case("softmax_jacobian", "numpy broadcast", "peer",
-                 lambda: y[:, :, None] * (np.eye(shape[1], dtype=x.dtype) - y[:, None, :]), nj),
+            Case(
+                "softmax_jacobian",
+                "numpy broadcast",
+                "peer",
+                lambda: y[:, :, None] * (np.eye(shape[1], dtype=x.dtype) - y[:, None, :]),
+                nj,
+            ),
             Case("softmax_jacobian", "fresh write", "copy", fresh_write, nj),
         ]
         if shape == SEED_JAC:
-            cases.append(Case("softmax_jacobian", "seeds double loop", "peer",
-                              lambda: _seed_jacobian(y), nj))
+            cases.append(
+                Case("softmax_jacobian", "seeds double loop", "peer", lambda: _seed_jacobian(y), nj)
+            )
         return cases
     g = rng.standard_normal(shape).astype(dtype)
     y = sx.softmax(x)
@@ -216,16 +222,26 @@ def _numpy_cases(shape: tuple[int, ...], dtype: str, jac: bool) -> list[Case]:
         Case("softmax_vjp", "softmax_xp", "ours", lambda: sx.softmax_vjp(y, g), n3),
         Case("softmax_jvp", "softmax_xp", "ours", lambda: sx.softmax_jvp(y, g), n3),
         Case("log_softmax_vjp", "softmax_xp", "ours", lambda: sx.log_softmax_vjp(ls, g), n3),
-        Case("softmax_vjp", "numpy naive", "peer",
-             lambda: y * (g - np.sum(g * y, axis=-1, keepdims=True)), n3),
+        Case(
+            "softmax_vjp",
+            "numpy naive",
+            "peer",
+            lambda: y * (g - np.sum(g * y, axis=-1, keepdims=True)),
+            n3,
+        ),
     ]
     try:
         import scipy.special as ss
 
         cases += [
             Case("softmax", "scipy.special.softmax", "peer", lambda: ss.softmax(x, axis=-1), n2),
-            Case("log_softmax", "scipy.special.log_softmax", "peer",
-                 lambda: ss.log_softmax(x, axis=-1), n2),
+            Case(
+                "log_softmax",
+                "scipy.special.log_softmax",
+                "peer",
+                lambda: ss.log_softmax(x, axis=-1),
+                n2,
+            ),
         ]
     except ImportError:
         pass
@@ -237,10 +253,20 @@ def _numpy_cases(shape: tuple[int, ...], dtype: str, jac: bool) -> list[Case]:
         yt = torch.softmax(xt, -1)
         lt = torch.log_softmax(xt, -1)
         cases += [
-            Case("softmax_vjp", "torch autograd backward", "peer",
-                 lambda: torch.autograd.grad(yt, xt, gt, retain_graph=True)[0], n3),
-            Case("log_softmax_vjp", "torch autograd backward", "peer",
-                 lambda: torch.autograd.grad(lt, xt, gt, retain_graph=True)[0], n3),
+            Case(
+                "softmax_vjp",
+                "torch autograd backward",
+                "peer",
+                lambda: torch.autograd.grad(yt, xt, gt, retain_graph=True)[0],
+                n3,
+            ),
+            Case(
+                "log_softmax_vjp",
+                "torch autograd backward",
+                "peer",
+                lambda: torch.autograd.grad(lt, xt, gt, retain_graph=True)[0],
+                n3,
+            ),
         ]
     return cases
 
@@ -264,9 +290,15 @@ def _torch_cases(shape: tuple[int, ...], dtype: str, jac: bool, device: str) -> 
             Case("softmax_jacobian", "softmax_xp", "ours", lambda: sx.softmax_jacobian(y), nj),
             Case("softmax_jacobian", "torch.func.jacrev", "peer", lambda: jr(x), nj),
             Case("softmax_jacobian", "torch.func.jacfwd", "peer", lambda: jf(x), nj),
-            Case("softmax_jacobian", "fresh write", "copy",
-                 lambda: torch.empty((shape[0], shape[1], shape[1]), dtype=dt,
-                                     device=device).fill_(0.5), nj),
+            Case(
+                "softmax_jacobian",
+                "fresh write",
+                "copy",
+                lambda: torch.empty((shape[0], shape[1], shape[1]), dtype=dt, device=device).fill_(
+                    0.5
+                ),
+                nj,
+            ),
         ]
     g = torch.randn(shape, generator=gen, dtype=dt).to(device)
     y = torch.softmax(x, -1)
@@ -284,11 +316,21 @@ def _torch_cases(shape: tuple[int, ...], dtype: str, jac: bool, device: str) -> 
         Case("log_softmax", "softmax_xp", "ours", lambda: sx.log_softmax(x), n2),
         Case("log_softmax", "torch.log_softmax", "peer", lambda: torch.log_softmax(x, -1), n2),
         Case("softmax_vjp", "softmax_xp", "ours", lambda: sx.softmax_vjp(y, g), n3),
-        Case("softmax_vjp", "torch autograd backward", "peer",
-             lambda: torch.autograd.grad(yr, xr, g, retain_graph=True)[0], n3),
+        Case(
+            "softmax_vjp",
+            "torch autograd backward",
+            "peer",
+            lambda: torch.autograd.grad(yr, xr, g, retain_graph=True)[0],
+            n3,
+        ),
         Case("log_softmax_vjp", "softmax_xp", "ours", lambda: sx.log_softmax_vjp(ls, g), n3),
-        Case("log_softmax_vjp", "torch autograd backward", "peer",
-             lambda: torch.autograd.grad(lr, xr, g, retain_graph=True)[0], n3),
+        Case(
+            "log_softmax_vjp",
+            "torch autograd backward",
+            "peer",
+            lambda: torch.autograd.grad(lr, xr, g, retain_graph=True)[0],
+            n3,
+        ),
         Case("softmax_jvp", "softmax_xp", "ours", lambda: sx.softmax_jvp(y, g), n3),
     ]
 
@@ -337,15 +379,12 @@ def _jax_cases(shape: tuple[int, ...], dtype: str, jac: bool, device: str) -> li
         Case("softmax_vjp", "jax.vjp backward (jit)", "peer", lambda: apply(vjp_fn, g)[0], n3),
         Case("softmax_vjp", "jax.vjp backward (eager)", "peer", lambda: vjp_fn(g)[0], n3),
         Case("log_softmax_vjp", "softmax_xp", "ours", lambda: sx.log_softmax_vjp(ls, g), n3),
-        Case("log_softmax_vjp", "jax.vjp backward (jit)", "peer",
-             lambda: apply(lvjp_fn, g)[0], n3),
+        Case("log_softmax_vjp", "jax.vjp backward (jit)", "peer", lambda: apply(lvjp_fn, g)[0], n3),
         Case("softmax_jvp", "softmax_xp", "ours", lambda: sx.softmax_jvp(y, g), n3),
     ]
 
 
-def _build(
-    backend: str, shape: tuple[int, ...], dtype: str, jac: bool, device: str
-) -> list[Case]:
+def _build(backend: str, shape: tuple[int, ...], dtype: str, jac: bool, device: str) -> list[Case]:
     """The cases of one (backend, shape, dtype) group: ours, the peers and the copy."""
     if backend == "numpy":
         return _numpy_cases(shape, dtype, jac)
@@ -400,8 +439,15 @@ def _memory_rows(shape: tuple[int, ...], dtype: str) -> list[dict[str, Any]]:
             peak = tracemalloc.get_traced_memory()[1]
         finally:
             tracemalloc.stop()
-        rows.append({"impl": name, "shape": list(shape), "dtype": dtype,
-                     "peak_bytes": peak, "peak_over_output": peak / x.nbytes})
+        rows.append(
+            {
+                "impl": name,
+                "shape": list(shape),
+                "dtype": dtype,
+                "peak_bytes": peak,
+                "peak_over_output": peak / x.nbytes,
+            }
+        )
     return rows
 
 
@@ -470,8 +516,9 @@ def _fill_ratios(rows: list[Row]) -> None:
                 continue
             ref = copies.get("copy3" if r.bytes == 3 * math.prod(r.shape) * _item(r) else "copy2")
             if r.kernel.endswith("jacobian"):
-                ref = next((x.median_ms for x in rs if x.kernel == r.kernel and x.role == "copy"),
-                           None)
+                ref = next(
+                    (x.median_ms for x in rs if x.kernel == r.kernel and x.role == "copy"), None
+                )
             if ref:
                 r.x_copy = r.median_ms / ref
             fresh = copies.get("copy2_fresh")
@@ -488,15 +535,19 @@ def _item(r: Row) -> int:
 
 
 def _table(rows: list[Row]) -> str:
-    head = (f"{'backend':<6} {'dev':<4} {'dtype':<7} {'shape':<13} {'kernel':<17} "
-            f"{'implementation':<26} {'median ms':>10} {'GB/s':>7} {'x copy':>7} {'x peer':>7}")
+    head = (
+        f"{'backend':<6} {'dev':<4} {'dtype':<7} {'shape':<13} {'kernel':<17} "
+        f"{'implementation':<26} {'median ms':>10} {'GB/s':>7} {'x copy':>7} {'x peer':>7}"
+    )
     lines = [head, "-" * len(head)]
     for r in rows:
         xc = f"{r.x_copy:.2f}" if r.x_copy is not None else ""
         xp = f"{r.x_best_peer:.2f}" if r.x_best_peer is not None else ""
         shape = "x".join(map(str, r.shape))
-        lines.append(f"{r.backend:<6} {r.device:<4} {r.dtype:<7} {shape:<13} {r.kernel:<17} "
-                     f"{r.impl[:26]:<26} {r.median_ms:>10.3f} {r.gbps:>7.1f} {xc:>7} {xp:>7}")
+        lines.append(
+            f"{r.backend:<6} {r.device:<4} {r.dtype:<7} {shape:<13} {r.kernel:<17} "
+            f"{r.impl[:26]:<26} {r.median_ms:>10.3f} {r.gbps:>7.1f} {xc:>7} {xp:>7}"
+        )
     return "\n".join(lines)
 
 
@@ -514,8 +565,9 @@ def _plot(rows: list[Row], path: Path) -> str:
     dtypes = sorted({r.dtype for r in rows})
     if not backends:
         return "nothing to plot"
-    fig, axes = plt.subplots(len(backends), len(dtypes), figsize=(6.5 * len(dtypes),
-                             3.8 * len(backends)), squeeze=False)
+    fig, axes = plt.subplots(
+        len(backends), len(dtypes), figsize=(6.5 * len(dtypes), 3.8 * len(backends)), squeeze=False
+    )
     for i, (b, d) in enumerate(backends):
         for j, dt in enumerate(dtypes):
             ax = axes[i][j]
@@ -535,13 +587,21 @@ def _plot(rows: list[Row], path: Path) -> str:
             for label, pts in sorted(series.items()):
                 xs = sorted(pts)
                 if label.startswith("roofline"):
-                    color = ("grey" if "(3 arrays)" in label else
-                             "tab:brown" if "fresh" in label else "black")
-                    ax.plot(xs, [pts[x] for x in xs], "--", color=color, label=label,
-                            linewidth=2)
+                    color = (
+                        "grey"
+                        if "(3 arrays)" in label
+                        else "tab:brown"
+                        if "fresh" in label
+                        else "black"
+                    )
+                    ax.plot(xs, [pts[x] for x in xs], "--", color=color, label=label, linewidth=2)
                 else:
-                    ax.plot(xs, [pts[x] for x in xs], "o-" if "softmax_xp" in label else "s:",
-                            label=label)
+                    ax.plot(
+                        xs,
+                        [pts[x] for x in xs],
+                        "o-" if "softmax_xp" in label else "s:",
+                        label=label,
+                    )
             ax.set_xticks(range(len(shapes)))
             ax.set_xticklabels(["x".join(map(str, s)) for s in shapes], fontsize=8)
             ax.set_yscale("log")
@@ -559,11 +619,15 @@ def main(argv: list[str]) -> int:
     """Run ``softmax-xp bench``; returns the exit status."""
     parser = argparse.ArgumentParser(prog="softmax-xp bench", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small shapes, well under a minute")
-    parser.add_argument("--backend", action="append",
-                        help="numpy, torch or jax (repeat or comma-separate; default: installed)")
+    parser.add_argument(
+        "--backend",
+        action="append",
+        help="numpy, torch or jax (repeat or comma-separate; default: installed)",
+    )
     parser.add_argument("--dtype", action="append", help="float32, float64 (default: both)")
-    parser.add_argument("--device", action="append",
-                        help="cpu or cuda (default: cpu, plus cuda where a GPU exists)")
+    parser.add_argument(
+        "--device", action="append", help="cpu or cuda (default: cpu, plus cuda where a GPU exists)"
+    )
     parser.add_argument("--out", type=Path, default=None, help="directory for JSON and PNG")
     parser.add_argument("--repeats", type=int, default=None, help="timed samples per case")
     parser.add_argument("--shape", action="append", help="override shapes, e.g. 1024x32768")
@@ -630,11 +694,30 @@ def main(argv: list[str]) -> int:
             def warm(k: int, cases: list[Case] = cases, group: str = f"{b} {d} {dt} {s}") -> None:
                 progress.step(f"{group} {cases[k].kernel} {cases[k].impl}")
 
-            stats = _time_group([c.fn for c in cases], repeats, sync,
-                                cuda=(d == "cuda" and b == "torch"), on_warm=warm)
+            stats = _time_group(
+                [c.fn for c in cases],
+                repeats,
+                sync,
+                cuda=(d == "cuda" and b == "torch"),
+                on_warm=warm,
+            )
             for c, (med, p20, p80) in zip(cases, stats, strict=True):
-                rows.append(Row(b, d, dt, list(s), c.kernel, c.impl, med, p20, p80, c.nbytes,
-                                c.nbytes / med / 1e6, role=c.role))
+                rows.append(
+                    Row(
+                        b,
+                        d,
+                        dt,
+                        list(s),
+                        c.kernel,
+                        c.impl,
+                        med,
+                        p20,
+                        p80,
+                        c.nbytes,
+                        c.nbytes / med / 1e6,
+                        role=c.role,
+                    )
+                )
             del cases
     progress.close()
     _fill_ratios(rows)
@@ -648,8 +731,10 @@ def main(argv: list[str]) -> int:
     if memory:
         print("\nNumPy peak traced allocation (tracemalloc), in units of the output size:")
         for m in memory:
-            print(f"  {m['impl']:<28} {m['peak_over_output']:.2f}x  "
-                  f"({m['peak_bytes'] / 2**20:.1f} MiB, {m['dtype']} {m['shape']})")
+            print(
+                f"  {m['impl']:<28} {m['peak_over_output']:.2f}x  "
+                f"({m['peak_bytes'] / 2**20:.1f} MiB, {m['dtype']} {m['shape']})"
+            )
 
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
