@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from _reference import from_rows as _unrows
+from _reference import to_rows as _rows
 from _support import Backend, Lib, assert_close, tolerance
 
 import softmax_xp as sx
@@ -120,27 +122,6 @@ CELLS: dict[str, Cell] = {
 
 
 # -- references -----------------------------------------------------------------------------------
-def _norm(axis: Axis, ndim: int) -> tuple[int, ...]:
-    if axis is None:
-        return tuple(range(ndim))
-    return tuple(sorted(a % ndim for a in (axis if isinstance(axis, tuple) else (axis,))))
-
-
-def _rows(a: np.ndarray, axis: Axis) -> np.ndarray:
-    """The softmax axes moved last and flattened (C order): shape batch + (C,)."""
-    axes = _norm(axis, a.ndim)
-    batch = tuple(i for i in range(a.ndim) if i not in axes)
-    moved = np.transpose(a, batch + axes)
-    return moved.reshape((*moved.shape[: len(batch)], math.prod(a.shape[i] for i in axes)))
-
-
-def _unrows(rows: np.ndarray, shape: tuple[int, ...], axis: Axis) -> np.ndarray:
-    axes = _norm(axis, len(shape))
-    batch = tuple(i for i in range(len(shape)) if i not in axes)
-    moved = rows.reshape(tuple(shape[i] for i in batch) + tuple(shape[i] for i in axes))
-    return np.transpose(moved, np.argsort(batch + axes))
-
-
 def _row_torch(kind: str, log: bool, row: np.ndarray, t: np.ndarray, dtype: str) -> np.ndarray:
     import torch
 

@@ -20,11 +20,12 @@ Each property runs at least 300 examples per backend (``HYPOTHESIS_PROFILE=long`
 from __future__ import annotations
 
 import functools
-import math
 from typing import Any
 
 import numpy as np
 import pytest
+from _reference import from_rows as _unrows
+from _reference import to_rows as _rows
 from _support import FD_TOLERANCE, Backend, Lib, assert_close, tolerance
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -136,26 +137,6 @@ class Case:
 
 
 # -- references -----------------------------------------------------------------------------------
-def _norm(axis: Axis, ndim: int) -> tuple[int, ...]:
-    if axis is None:
-        return tuple(range(ndim))
-    return tuple(sorted(a % ndim for a in (axis if isinstance(axis, tuple) else (axis,))))
-
-
-def _rows(a: np.ndarray, axis: Axis) -> np.ndarray:
-    axes = _norm(axis, a.ndim)
-    batch = tuple(i for i in range(a.ndim) if i not in axes)
-    moved = np.transpose(a, batch + axes)
-    return moved.reshape((*moved.shape[: len(batch)], math.prod(a.shape[i] for i in axes)))
-
-
-def _unrows(rows: np.ndarray, shape: tuple[int, ...], axis: Axis) -> np.ndarray:
-    axes = _norm(axis, len(shape))
-    batch = tuple(i for i in range(len(shape)) if i not in axes)
-    moved = rows.reshape(tuple(shape[i] for i in batch) + tuple(shape[i] for i in axes))
-    return np.transpose(moved, np.argsort(batch + axes))
-
-
 def scipy_forward(x: np.ndarray, mask: np.ndarray, axis: Axis, *, log: bool) -> np.ndarray:
     """float64 SciPy softmax over the unmasked entries, with the table's rules for the rest."""
     from scipy.special import log_softmax, softmax

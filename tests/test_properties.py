@@ -6,6 +6,7 @@ Mathematical identities that any correct softmax satisfies: they need no referen
 from __future__ import annotations
 
 import numpy as np
+from _reference import to_rows
 from _support import Lib, tolerance
 from hypothesis import given
 from hypothesis import strategies as st
@@ -33,18 +34,6 @@ def problems(draw: st.DrawFn) -> tuple[np.ndarray, object, np.ndarray | None, st
     return x, axis, mask, dtype
 
 
-def _slices(a: np.ndarray, axis: object) -> np.ndarray:
-    """Rows of ``a`` with the softmax axes flattened last (numpy only, for checking)."""
-    axes = (
-        tuple(range(a.ndim))
-        if axis is None
-        else tuple(sorted(ax % a.ndim for ax in (axis if isinstance(axis, tuple) else (axis,))))
-    )
-    batch = tuple(i for i in range(a.ndim) if i not in axes)
-    moved = np.transpose(a, batch + axes)
-    return moved.reshape((*moved.shape[: len(batch)], -1))
-
-
 @given(problems())
 def test_slices_sum_to_one_and_masked_entries_vanish(
     lib: Lib, p: tuple[np.ndarray, object, np.ndarray | None, str]
@@ -53,11 +42,11 @@ def test_slices_sum_to_one_and_masked_entries_vanish(
     w = None if mask is None else lib.asarray(mask)
     y = lib.to_numpy(lib.call(sx.softmax, lib.asarray(x, dtype), axis=axis, where=w))
     rtol, _ = tolerance(dtype)
-    sums = _slices(y, axis).sum(-1)
+    sums = to_rows(y, axis).sum(-1)
     if mask is None:
         np.testing.assert_allclose(sums, 1.0, rtol=10 * rtol)
     else:
-        any_valid = _slices(mask, axis).any(-1)
+        any_valid = to_rows(mask, axis).any(-1)
         np.testing.assert_allclose(sums[any_valid], 1.0, rtol=10 * rtol)
         np.testing.assert_array_equal(sums[~any_valid], 0.0)
         assert np.all(y[~mask] == 0)
@@ -123,18 +112,18 @@ def test_jvp_and_vjp_agree_with_the_dense_jacobian(
         jac_fn = sx.log_softmax_jacobian if log else sx.softmax_jacobian
         y = lib.call(fwd, xb, axis=axis)
         jac = lib.to_numpy(lib.call(jac_fn, y, axis=axis))
-        vr = _slices(v64, axis)
+        vr = to_rows(v64, axis)
         jv = lib.to_numpy(lib.call(sx.log_softmax_jvp if log else sx.softmax_jvp, y, vb, axis=axis))
         vj = lib.to_numpy(lib.call(sx.log_softmax_vjp if log else sx.softmax_vjp, y, vb, axis=axis))
         scale = float(np.abs(vr).sum(-1).max(initial=1.0))
         np.testing.assert_allclose(
-            _slices(jv, axis),
+            to_rows(jv, axis),
             np.einsum("...ij,...j->...i", jac, vr),
             rtol=rtol,
             atol=atol * scale * 10,
         )
         np.testing.assert_allclose(
-            _slices(vj, axis),
+            to_rows(vj, axis),
             np.einsum("...i,...ij->...j", vr, jac),
             rtol=rtol,
             atol=atol * scale * 10,
