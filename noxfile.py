@@ -64,8 +64,10 @@ def jax(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff and mypy --strict."""
-    session.install(*CONSTRAINTS, "-e", ".", "ruff", "mypy", "pytest", "hypothesis", "nox")
+    """ruff and mypy --strict (with the frameworks installed, so that their types are checked)."""
+    session.install(
+        *CONSTRAINTS, "-e", ".[torch,jax]", "ruff", "mypy", "pytest", "hypothesis", "nox"
+    )
     session.run("ruff", "check", "src", "tests", "bench", "noxfile.py")
     session.run("ruff", "format", "--check", "src", "tests", "bench", "noxfile.py")
     session.run("mypy")
