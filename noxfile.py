@@ -17,8 +17,11 @@ nox.options.error_on_missing_interpreters = True
 CONSTRAINTS = ("-c", "constraints.txt")
 
 
-def _install(session: nox.Session, extras: str) -> None:
-    session.install(*CONSTRAINTS, "-e", f".[{extras}]")
+def _install(session: nox.Session) -> None:
+    # Every test session installs every framework: they are each other's references (an edge
+    # case on NumPy is checked against what torch and JAX return); SOFTMAX_XP_BACKENDS picks the
+    # arrays a session tests.
+    session.install(*CONSTRAINTS, "-e", ".[test,torch,jax,dask]")
 
 
 def _pytest(session: nox.Session, backends: str) -> None:
@@ -30,35 +33,35 @@ def _pytest(session: nox.Session, backends: str) -> None:
 @nox.session
 def numpy(session: nox.Session) -> None:
     """NumPy (writable and read-only arrays), with float64 references and finite differences."""
-    _install(session, "test")
+    _install(session)
     _pytest(session, "numpy,numpy_readonly")
 
 
 @nox.session
 def strict(session: nox.Session) -> None:
     """array-api-strict: the generic kernels on the standard alone, on a non-default device."""
-    _install(session, "test")
+    _install(session)
     _pytest(session, "array_api_strict")
 
 
 @nox.session
 def dask(session: nox.Session) -> None:
     """dask.array, chunked along every axis, the softmax axis included; no compute by our code."""
-    _install(session, "test,dask")
+    _install(session)
     _pytest(session, "dask")
 
 
 @nox.session
 def torch(session: nox.Session) -> None:
     """PyTorch CPU (and CUDA where present), against torch.autograd and torch.func."""
-    _install(session, "test,torch")
+    _install(session)
     _pytest(session, "torch,torch_gpu")
 
 
 @nox.session
 def jax(session: nox.Session) -> None:
     """JAX CPU eager and under jax.jit (and GPU where present), against jax transforms."""
-    _install(session, "test,jax")
+    _install(session)
     _pytest(session, "jax,jax_jit,jax_gpu")
 
 

@@ -74,6 +74,15 @@ def selected_backends() -> list[Backend]:
     return [b for b in Backend if importlib.util.find_spec(b.module) is not None]
 
 
+def in_session(*frameworks: str) -> bool:
+    """True when this run tests a backend of one of ``frameworks`` ("numpy", "torch", "jax", ...).
+
+    Every nox session installs all frameworks (they are each other's references); tests that are
+    about one framework rather than parametrized over backends run in that framework's session.
+    """
+    return any(b.module in frameworks for b in selected_backends())
+
+
 def _gpu_available(backend: Backend) -> bool:
     if backend is Backend.TORCH_GPU:
         import torch
