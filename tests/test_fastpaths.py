@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import threading
 import tracemalloc
 from collections.abc import Callable, Iterator
@@ -141,6 +142,43 @@ def _np_fast() -> Any:
     return _numpy
 
 
+class _RowsSpy:
+    """The C row kernels module, with a count of the calls that reached it."""
+
+    def __init__(self, rows: Any) -> None:
+        self._rows = rows
+        self.calls = 0
+
+    def __getattr__(self, name: str) -> Any:
+        fn = getattr(self._rows, name)
+
+        def counted(*args: Any) -> Any:
+            self.calls += 1
+            return fn(*args)
+
+        return counted
+
+
+@pytest.fixture(params=["c", "ufunc"])
+def np_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> _RowsSpy | None:
+    """Run a NumPy fast-path test through the C row kernels, then through NumPy's ufuncs alone.
+
+    Without the extension the "c" run skips, unless SOFTMAX_XP_REQUIRE_ROWS=1 (set by nox, so
+    that a build that silently lost its C kernels fails CI).
+    """
+    numpy_fast = _np_fast()
+    if request.param == "ufunc":
+        monkeypatch.setattr(numpy_fast, "_rows", None)
+        return None
+    if numpy_fast._rows is None:
+        if os.environ.get("SOFTMAX_XP_REQUIRE_ROWS") == "1":
+            pytest.fail("the C row kernels (softmax_xp._backends._rows) were not built")
+        pytest.skip("built without the C row kernels")
+    spy = _RowsSpy(numpy_fast._rows)
+    monkeypatch.setattr(numpy_fast, "_rows", spy)
+    return spy
+
+
 def _scale(arrays: list[Any]) -> float:
     vals = [np.asarray(a, dtype=np.float64) for a in arrays]
     finite = [np.abs(v[np.isfinite(v)]) for v in vals]
@@ -171,6 +209,7 @@ def _run_np(
     return fast, ref
 
 
+@pytest.mark.usefixtures("np_path")
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("layout", NP_LAYOUTS)
 @pytest.mark.parametrize(("shape", "axis"), CASES)
@@ -183,6 +222,7 @@ def test_numpy_forward(
     _assert_agree(fast, ref, dtype)
 
 
+@pytest.mark.usefixtures("np_path")
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("layout", ["c", "f", "neg"])
 @pytest.mark.parametrize(("shape", "axis"), CASES)
@@ -196,6 +236,7 @@ def test_numpy_forward_masked(
     _assert_agree(fast, ref, dtype)
 
 
+@pytest.mark.usefixtures("np_path")
 @pytest.mark.parametrize("name", FORWARD + MASKED_PAIRS)
 def test_numpy_broadcast_mask(name: str) -> None:
     """A mask broadcast from one row (zero strides) is read in place, not copied."""
@@ -217,6 +258,7 @@ def _pair_inputs(name: str, shape: tuple[int, ...], axis: tuple[int, ...], dtype
     return [np.asarray(y, dtype=dtype), v.astype(dtype)]
 
 
+@pytest.mark.usefixtures("np_path")
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("layout", NP_LAYOUTS)
 @pytest.mark.parametrize(("shape", "axis"), CASES)
@@ -229,6 +271,7 @@ def test_numpy_pairs(
     _assert_agree(fast, ref, dtype, _scale([v]))
 
 
+@pytest.mark.usefixtures("np_path")
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize(("shape", "axis"), CASES)
 @pytest.mark.parametrize("name", MASKED_PAIRS)
@@ -254,6 +297,7 @@ def test_numpy_jacobian(
     _assert_agree(fast, ref, dtype)
 
 
+@pytest.mark.usefixtures("np_path")
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize(("shape", "axis"), LARGE)
 @pytest.mark.parametrize("name", FORWARD + PAIRS)
@@ -275,6 +319,7 @@ def test_numpy_jacobian_large_threaded() -> None:
     _assert_agree(fast, ref, "float32")
 
 
+@pytest.mark.usefixtures("np_path")
 @pytest.mark.parametrize("name", ["softmax", "softmax_vjp", "log_softmax"])
 def test_numpy_concurrent_callers(name: str) -> None:
     """Eight user threads calling at once share the pool safely and get their own results."""
@@ -309,6 +354,7 @@ def test_numpy_concurrent_callers(name: str) -> None:
         np.testing.assert_array_equal(got, want)
 
 
+@pytest.mark.usefixtures("np_path")
 @pytest.mark.parametrize("name", ["softmax", "log_softmax", "softmax_vjp", "log_softmax_vjp"])
 def test_numpy_no_output_sized_temporaries(name: str) -> None:
     """Peak traced allocation stays near the result's size (scipy's softmax needs three)."""
@@ -333,6 +379,69 @@ def test_numpy_declines_what_it_does_not_cover() -> None:
     xp = array_api_compat.array_namespace(np.empty(0))
     assert fast.softmax(np.ones((2, 3), dtype=np.float16), axis=(1,), xp=xp) is NotImplemented
     assert fast.softmax(np.ones((0, 3), dtype=np.float32), axis=(1,), xp=xp) is NotImplemented
+
+
+ROW_LENGTHS = [1, 2, 7, 8, 9, 15, 16, 17, 31, 33, 100, 1000]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("c", ROW_LENGTHS)
+@pytest.mark.parametrize("name", FORWARD + PAIRS)
+def test_numpy_c_rows_every_length(
+    name: str, c: int, dtype: str, np_path: _RowsSpy | None
+) -> None:
+    """Rows of every length around the vector widths (16 floats, 8 doubles): full vectors and
+    the padded last part, each with +-inf and NaN; the C kernels are the ones that ran."""
+    shape = (6, c)
+    if name in FORWARD:
+        arrays = [_data(shape, 30 + c, special=True).astype(dtype)]
+    else:
+        arrays = _pair_inputs(name, shape, (1,), dtype)
+    fast, ref = _run_np(name, arrays, (1,))
+    _assert_agree(fast, ref, dtype, _scale(arrays[1:]))
+    if np_path is not None:
+        assert np_path.calls > 0, "the C row kernels did not run"
+
+
+@pytest.mark.parametrize("layout", ["f", "strided"])
+@pytest.mark.parametrize("masked", [False, True])
+def test_numpy_c_rows_only_where_they_apply(
+    layout: str, masked: bool, np_path: _RowsSpy | None
+) -> None:
+    """Masks and slices that are not contiguous rows take the ufunc path (and still agree)."""
+    if np_path is None:
+        pytest.skip("the C path only")
+    x = _numpy_layout(_data((8, 40), 40, special=True).astype("float32"), layout)
+    w = _mask((8, 40), 41) if masked else None
+    fast, ref = _run_np("softmax", [x], (1,), w)
+    _assert_agree(fast, ref, "float32")
+    assert np_path.calls == 0
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_numpy_c_exp_within_one_ulp(dtype: str) -> None:
+    """The C kernels' own exp, over its whole range, against float64 ``np.exp`` (glibc, correctly
+    rounded here) rounded to ``dtype``: at most 1 ulp; exact at the special values."""
+    rows = _np_fast()._rows
+    if rows is None:
+        pytest.skip("built without the C row kernels")
+    lo, hi = (-110.0, 90.0) if dtype == "float32" else (-750.0, 712.0)
+    x = np.linspace(lo, hi, 400_001).astype(dtype)
+    specials = np.array([-np.inf, np.inf, np.nan, 0.0, -0.0, -1e-30, 1e-30], dtype=dtype)
+    x = np.concatenate([x, specials])[np.newaxis]
+    got = np.empty_like(x)
+    rows.exp(x, got)
+    with np.errstate(all="ignore"):
+        if dtype == "float32":
+            want = np.exp(x.astype(np.float64)).astype(np.float32)
+        else:  # float64: x87 long double exp, rounded once to float64
+            want = np.exp(x.astype(np.longdouble)).astype(np.float64)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    np.testing.assert_array_equal(np.isinf(got), np.isinf(want))
+    fin = np.isfinite(want) & (want > 0)
+    ulp = np.abs(got[fin].astype(np.float64) - want[fin]) / np.spacing(want[fin]).astype(np.float64)
+    assert float(ulp.max()) <= 1.0, f"max error {ulp.max()} ulp"
+    np.testing.assert_array_equal(got[want == 0], 0.0)
 
 
 # -- PyTorch -------------------------------------------------------------------------------------

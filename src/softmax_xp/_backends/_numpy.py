@@ -13,6 +13,12 @@ Every kernel is memory-bound, so the aim is to move each byte once:
 - **Threads over row blocks.** NumPy releases the GIL inside ufunc loops, so large inputs are split
   between the cores: one part runs in the calling thread, the others in a module-level pool that is
   created lazily under a lock. Nested calls from a pool thread run serially (no deadlock).
+- **Fused C row kernels** (``_rows.c``, built with the package where a C compiler is found).
+  Unmasked float32/float64 kernels whose slices are contiguous rows go to C, where the maximum,
+  ``exp`` and its sum, and the scaling take three passes over a row (two read it from cache), with
+  one vectorised ``exp`` and double accumulators: the copy's memory traffic, and no per-row Python
+  or ufunc overhead, so short rows cost no more per byte than long ones. Everything else (masks,
+  strided slices, a build without the extension) takes the NumPy ufunc path below.
 - **Short rows.** A NumPy reduction over a short contiguous axis (say 16 numbers) costs far more
   than the bytes it reads. Blocks of such rows are copied transposed into cache-sized scratch,
   where every reduction runs across rows (vectorised), and copied back.
@@ -38,6 +44,14 @@ import numpy as np
 
 from .. import _generic
 
+try:
+    from . import _rows  # the C row kernels (optional: see setup.py)
+except ImportError:  # pragma: no cover - a build without a C compiler
+    _rows = None  # type: ignore[assignment]
+
+#: Whether the C row kernels were built (``softmax-xp check`` reports it).
+HAVE_ROWS = _rows is not None
+
 __all__ = [
     "log_softmax",
     "log_softmax_jacobian",
@@ -60,6 +74,9 @@ Axes = tuple[int, ...]
 _BLOCK_BYTES = 512 * 1024
 #: Rows at most this long (and contiguous) take the transposed short-row path.
 _SHORT_C = 32
+#: Bytes of one operand per task handed to a thread by the C path (tasks are taken dynamically;
+#: the C kernels work row by row, so this only sets the scheduling grain).
+_ROWS_TASK_BYTES = 1024 * 1024
 #: Below this many bytes of input the threads cost more than they save.
 _THREAD_MIN_BYTES = 2 * 1024 * 1024
 
@@ -171,11 +188,40 @@ class _Layout:
 Kernel = Callable[[Sequence[NDArray], NDArray, Axes, NDArray], None]
 
 
-def _apply(kernel: Kernel, operands: Sequence[NDArray], out: NDArray, axis: Axes) -> NDArray:
-    """Run ``kernel(operand_blocks, out_block, red)`` over cache-sized row blocks."""
+#: ``rows(*operand_rows, out_rows)``: a C row kernel bound to its options.
+RowsKernel = Callable[..., None]
+
+
+def _rows_apply(lay: _Layout) -> bool:
+    """Whether the C kernels can take these views: 2-D, contiguous native-endian rows."""
+    return lay.red == (1,) and all(
+        v.dtype.isnative and (v.strides[1] == v.itemsize or v.shape[1] == 1) for v in lay.views
+    )
+
+
+def _apply(
+    kernel: Kernel,
+    operands: Sequence[NDArray],
+    out: NDArray,
+    axis: Axes,
+    rows: RowsKernel | None = None,
+) -> NDArray:
+    """Run ``kernel(operand_blocks, out_block, red)`` over cache-sized row blocks, or ``rows``
+    (the same computation in C) over row ranges where the C path applies."""
     lay = _Layout([*operands, out], axis)
     ins, ov = lay.views[:-1], lay.views[-1]
     bsz = lay.block
+
+    if rows is not None and _rows_apply(lay):
+        step = max(1, _ROWS_TASK_BYTES // (lay.row_items * out.itemsize))
+        c_rows = rows
+
+        def c_work(lo: int, hi: int) -> None:
+            for b in range(lo, hi):
+                c_rows(*(v[b * step : (b + 1) * step] for v in lay.views))
+
+        _run_parallel(-(-lay.n_rows // step), lay.nbytes, c_work)
+        return out
 
     if lay.short:
         c = lay.row_items
@@ -359,7 +405,14 @@ def _forward(x: Array, axis: Axes, where: Array | None, log: bool) -> Array:
     def kernel(blocks: Sequence[NDArray], ob: NDArray, red: Axes, dest: NDArray) -> None:
         _softmax_block(blocks, ob, red, dest, log)
 
-    return _apply(kernel, ops, out, axis)
+    rows = None
+    if _rows is not None and w is None:
+        fwd = _rows.forward
+
+        def rows(xr: NDArray, yr: NDArray) -> None:
+            fwd(xr, yr, log)
+
+    return _apply(kernel, ops, out, axis, rows)
 
 
 def softmax(x: Array, /, *, axis: Axes, where: Array | None = None, xp: Namespace) -> Array:
@@ -372,24 +425,28 @@ def log_softmax(x: Array, /, *, axis: Axes, where: Array | None = None, xp: Name
     return _forward(x, axis, where, log=True)
 
 
-def _pair(kernel: Kernel, a: Array, b: Array, axis: Axes, where: Array | None) -> Array:
+def _pair(
+    kernel: Kernel, a: Array, b: Array, axis: Axes, where: Array | None, rows: str
+) -> Array:
     if not _applies(a, b) or a.shape != b.shape:
         return NotImplemented
     w = _mask(where, a)
     if where is not None and w is None:
         return NotImplemented
     out = np.empty(a.shape, dtype=a.dtype)
-    return _apply(kernel, [a, b] if w is None else [a, b, w], out, axis)
+    if w is not None:
+        return _apply(kernel, [a, b, w], out, axis)
+    return _apply(kernel, [a, b], out, axis, None if _rows is None else getattr(_rows, rows))
 
 
 def softmax_jvp(y: Array, v: Array, /, *, axis: Axes, xp: Namespace) -> Array:
     """``y * (v - <y, v>)`` with no temporary beyond the result."""
-    return _pair(_softmax_prod_block, y, v, axis, None)
+    return _pair(_softmax_prod_block, y, v, axis, None, "prod")
 
 
 def softmax_vjp(y: Array, g: Array, /, *, axis: Axes, xp: Namespace) -> Array:
     """``y * (g - <g, y>)`` with no temporary beyond the result."""
-    return _pair(_softmax_prod_block, y, g, axis, None)
+    return _pair(_softmax_prod_block, y, g, axis, None, "prod")
 
 
 def log_softmax_jvp(
@@ -402,7 +459,7 @@ def log_softmax_jvp(
     xp: Namespace,
 ) -> Array:
     """``v - <exp(l), v>`` with no temporary beyond the result."""
-    return _pair(_log_jvp_block, l, v, axis, where)
+    return _pair(_log_jvp_block, l, v, axis, where, "log_jvp")
 
 
 def log_softmax_vjp(
@@ -415,7 +472,7 @@ def log_softmax_vjp(
     xp: Namespace,
 ) -> Array:
     """``g - exp(l) * sum(g)`` with no temporary beyond the result."""
-    return _pair(_log_vjp_block, l, g, axis, where)
+    return _pair(_log_vjp_block, l, g, axis, where, "log_vjp")
 
 
 def _jacobian(y: Array, axis: Axes, log: bool) -> Array:

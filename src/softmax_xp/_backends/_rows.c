@@ -1,0 +1,446 @@
+/*
+ * Layer 3, NumPy: fused row kernels in C (module softmax_xp._backends._rows).
+ *
+ * NumPy cannot fuse exp with the sum that follows it, so its softmax makes five passes over
+ * each block. Here a row of C contiguous numbers takes three: the maximum, exp(x - max) written
+ * out and summed in the same loop, the scaling (log_softmax: the sum only, then x - max - log s).
+ * The second and third passes read the row from cache, so the memory traffic is the copy's:
+ * read x once, write y once. The VJP/JVP kernels take two passes over two rows.
+ *
+ * Every function takes 2-D buffers (rows, C) whose rows are contiguous (any row stride), checks
+ * their format, shape and writability, and releases the GIL while it works; the Python layer
+ * (_numpy.py) hands out row blocks to threads and keeps every other case (masks, strided rows).
+ *
+ * Arithmetic matches the generic kernels (softmax_xp._generic), NaN placement included: a row
+ * whose maximum is not finite is NaN throughout; a NaN anywhere makes the sum NaN and so the row.
+ * Sums and dot products accumulate in double (16 lanes), which is at least as accurate as the
+ * float32 sums of the generic code. exp is our own (below), branch-free so that the loops
+ * vectorise; on x86-64 Linux with GCC each kernel is compiled for AVX-512, AVX2+FMA and baseline
+ * SSE2, and the loader picks the best the CPU has.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#define SXP_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define SXP_CLONES
+#endif
+
+/* Vectors of one AVX-512 register (GCC/Clang vector extensions): 16 floats or 8 doubles; the
+ * compiler splits them for AVX2 or SSE2 (wider generic vectors of doubles lose their compares to
+ * scalar code). Sums accumulate in 16 double lanes. */
+#if defined(__GNUC__)
+#define SXP_INLINE static inline __attribute__((always_inline))
+#else
+#define SXP_INLINE static inline
+#endif
+typedef float f32v __attribute__((vector_size(64)));
+typedef float f32vu __attribute__((vector_size(64), aligned(4)));
+typedef int32_t f32i __attribute__((vector_size(64)));
+typedef uint32_t f32u __attribute__((vector_size(64)));
+typedef double f64v __attribute__((vector_size(64)));
+typedef double f64vu __attribute__((vector_size(64), aligned(8)));
+typedef int64_t f64i __attribute__((vector_size(64)));
+typedef uint64_t f64u __attribute__((vector_size(64)));
+typedef double f64x4 __attribute__((vector_size(32)));
+typedef double f64x2 __attribute__((vector_size(16)));
+typedef float f32x8 __attribute__((vector_size(32)));
+typedef float f32x4 __attribute__((vector_size(16)));
+typedef float f32x2 __attribute__((vector_size(8)));
+typedef int32_t i32x8 __attribute__((vector_size(32)));
+typedef int32_t i32x4 __attribute__((vector_size(16)));
+typedef int32_t i32x2 __attribute__((vector_size(8)));
+typedef int64_t i64x4 __attribute__((vector_size(32)));
+typedef int64_t i64x2 __attribute__((vector_size(16)));
+
+#define BC(V, c) ((V){0} + (c)) /* broadcast */
+#define SEL(V, I, m, a, b) ((V)(((m) & (I)(a)) | (~(m) & (I)(b))))
+
+/* ---------------------------------------------------------------------------------------------
+ * exp, branch-free, 16 lanes at a time. x = n ln2 + r with n = round(x / ln2) and |r| <= ln2/2
+ * (ln2 split in a high part with trailing zero bits, so that n * LN2_HI is exact, and a low
+ * part); exp(r) by its Taylor polynomial (float32: degree 7, truncation error r^8/8! < 5.3e-9
+ * relative, under 0.1 ulp; float64: degree 13, r^14/14! < 4.2e-18, under 0.03 ulp); then 2^n as
+ * two powers of two 2^(n/2) 2^(n - n/2) built from their bit patterns, so that results in the
+ * subnormal range round once. Rounding to an integer adds and subtracts 1.5 * 2^23 (2^52), whose
+ * low mantissa bits then hold n: no float-to-int conversion (none is defined for NaN). Inputs
+ * are clamped to where the result is 0 or inf anyway; NaN passes through (the polynomial is NaN). Measured against
+ * float64 exp over the whole range: at most 1 ulp (tests/test_fastpaths.py).
+ * ------------------------------------------------------------------------------------------- */
+
+SXP_INLINE f32v vexp_f32(f32v x) {
+    const float shifter = 12582912.0f; /* 1.5 * 2^23 */
+    f32v xc = SEL(f32v, f32i, x < -104.0f, BC(f32v, -104.0f), x); /* exp(-104) < 2^-150: 0 */
+    xc = SEL(f32v, f32i, xc > 89.0f, BC(f32v, 89.0f), xc);         /* exp(89) > FLT_MAX: inf */
+    f32v t = xc * 1.44269504088896341f + shifter;
+    f32v n = t - shifter;
+    f32v r = xc - n * 0.693145751953125f; /* ln 2 to 16 bits: n * ln2_hi is exact, |n| < 2^8 */
+    r = r - n * 1.42860682030941723212e-6f; /* ln 2 - ln2_hi */
+    f32v p = BC(f32v, 1.0f / 5040.0f);
+    p = p * r + 1.0f / 720.0f;
+    p = p * r + 1.0f / 120.0f;
+    p = p * r + 1.0f / 24.0f;
+    p = p * r + 1.0f / 6.0f;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    f32u ni = (f32u)t - (f32u)BC(f32v, shifter); /* n, in [-150, 129], two's complement */
+    f32u n1 = (f32u)((f32i)ni >> 1);             /* floor(n / 2) */
+    f32u n2 = ni - n1;
+    return p * (f32v)((n1 + 127) << 23) * (f32v)((n2 + 127) << 23); /* NaN: p is NaN */
+}
+
+SXP_INLINE f64v vexp_f64(f64v x) {
+    const double shifter = 6755399441055744.0; /* 1.5 * 2^52 */
+    f64v xc = SEL(f64v, f64i, x < -746.0, BC(f64v, -746.0), x); /* exp(-746) < 2^-1075: 0 */
+    xc = SEL(f64v, f64i, xc > 710.0, BC(f64v, 710.0), xc);       /* exp(710) > DBL_MAX: inf */
+    f64v t = xc * 1.4426950408889634074 + shifter;
+    f64v n = t - shifter;
+    f64v r = xc - n * 6.93147180369123816490e-01; /* ln 2 to 32 bits (fdlibm's split) */
+    r = r - n * 1.90821492927058770002e-10;
+    f64v p = BC(f64v, 1.0 / 6227020800.0); /* 1/13! */
+    p = p * r + 1.0 / 479001600.0;
+    p = p * r + 1.0 / 39916800.0;
+    p = p * r + 1.0 / 3628800.0;
+    p = p * r + 1.0 / 362880.0;
+    p = p * r + 1.0 / 40320.0;
+    p = p * r + 1.0 / 5040.0;
+    p = p * r + 1.0 / 720.0;
+    p = p * r + 1.0 / 120.0;
+    p = p * r + 1.0 / 24.0;
+    p = p * r + 1.0 / 6.0;
+    p = p * r + 0.5;
+    p = p * r + 1.0;
+    p = p * r + 1.0;
+    f64u ni = (f64u)t - (f64u)BC(f64v, shifter); /* n, in [-1077, 1025], two's complement */
+    f64u n1 = (f64u)((f64i)ni >> 1);
+    f64u n2 = ni - n1;
+    return p * (f64v)((n1 + 1023) << 52) * (f64v)((n2 + 1023) << 52); /* NaN: p is NaN */
+}
+
+/* Accumulators: 16 double lanes for float32 rows, 8 for float64. */
+typedef double acc32 __attribute__((vector_size(128)));
+typedef f64v acc64;
+SXP_INLINE acc32 to_acc_f32(f32v v) { return __builtin_convertvector(v, acc32); }
+SXP_INLINE acc64 to_acc_f64(f64v v) { return v; }
+
+/* Horizontal sums and maxima by halving (log2 of the lanes steps, not a serial chain). */
+#define HALF(v, ...) __builtin_shufflevector(v, v, __VA_ARGS__)
+SXP_INLINE double hsum_f64(acc64 a) {
+    f64x4 b = HALF(a, 0, 1, 2, 3) + HALF(a, 4, 5, 6, 7);
+    f64x2 c = HALF(b, 0, 1) + HALF(b, 2, 3);
+    return c[0] + c[1];
+}
+
+SXP_INLINE double hsum_f32(acc32 a) {
+    return hsum_f64(HALF(a, 0, 1, 2, 3, 4, 5, 6, 7) + HALF(a, 8, 9, 10, 11, 12, 13, 14, 15));
+}
+
+SXP_INLINE float hmax_f32(f32v a) {
+    f32x8 lo8 = HALF(a, 0, 1, 2, 3, 4, 5, 6, 7), hi8 = HALF(a, 8, 9, 10, 11, 12, 13, 14, 15);
+    f32x8 b = SEL(f32x8, i32x8, lo8 > hi8, lo8, hi8);
+    f32x4 lo4 = HALF(b, 0, 1, 2, 3), hi4 = HALF(b, 4, 5, 6, 7);
+    f32x4 c = SEL(f32x4, i32x4, lo4 > hi4, lo4, hi4);
+    f32x2 lo2 = HALF(c, 0, 1), hi2 = HALF(c, 2, 3);
+    f32x2 d = SEL(f32x2, i32x2, lo2 > hi2, lo2, hi2);
+    return d[0] > d[1] ? d[0] : d[1];
+}
+
+SXP_INLINE double hmax_f64(f64v a) {
+    f64x4 lo4 = HALF(a, 0, 1, 2, 3), hi4 = HALF(a, 4, 5, 6, 7);
+    f64x4 b = SEL(f64x4, i64x4, lo4 > hi4, lo4, hi4);
+    f64x2 lo2 = HALF(b, 0, 1), hi2 = HALF(b, 2, 3);
+    f64x2 c = SEL(f64x2, i64x2, lo2 > hi2, lo2, hi2);
+    return c[0] > c[1] ? c[0] : c[1];
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Row kernels, written once for float (suffix f32) and double (f64). A row's last c % 16
+ * numbers go through the same vector code from a padded local copy.
+ * ------------------------------------------------------------------------------------------- */
+
+#define DEFINE_KERNELS(T, SFX, V, VU, I, ACC, LANES)                                                          \
+    SXP_INLINE V load_pad_##SFX(const T *p, Py_ssize_t k, T pad) {                            \
+        T buf[LANES];                                                                             \
+        for (int j = 0; j < LANES; j++) buf[j] = j < k ? p[j] : pad;                              \
+        return *(const VU *)buf;                                                                  \
+    }                                                                                             \
+                                                                                                  \
+    SXP_INLINE void store_part_##SFX(T *p, V v, Py_ssize_t k) {                                \
+        for (int j = 0; j < k; j++) p[j] = v[j];                                                  \
+    }                                                                                             \
+                                                                                                  \
+    SXP_INLINE T row_max_##SFX(const T *x, Py_ssize_t c) {                                    \
+        V mx = BC(V, (T)-INFINITY);                                                               \
+        Py_ssize_t i = 0;                                                                         \
+        for (; i + LANES <= c; i += LANES) {                                                      \
+            V v = *(const VU *)(x + i);                                                           \
+            mx = SEL(V, I, v > mx, v, mx);                                                        \
+        }                                                                                         \
+        T m = (T)hmax_##SFX(mx);                                                                  \
+        for (; i < c; i++) m = x[i] > m ? x[i] : m;                                               \
+        return m;                                                                                 \
+    }                                                                                             \
+                                                                                                  \
+    /* Sum of exp(x - m); where y is not NULL, exp(x - m) is stored there too. */                 \
+    SXP_INLINE double row_expsum_##SFX(const T *x, T m, T *y, Py_ssize_t c) {                 \
+        ACC acc = {0};                                                                              \
+        Py_ssize_t i = 0;                                                                         \
+        for (; i + LANES <= c; i += LANES) {                                                      \
+            V e = vexp_##SFX(*(const VU *)(x + i) - m);                                           \
+            if (y) *(VU *)(y + i) = e;                                                            \
+            acc += to_acc_##SFX(e);                                                               \
+        }                                                                                         \
+        if (i < c) { /* padding -inf: exp gives 0 */                                              \
+            V e = vexp_##SFX(load_pad_##SFX(x + i, c - i, (T)-INFINITY) - m);                     \
+            if (y) store_part_##SFX(y + i, e, c - i);                                             \
+            acc += to_acc_##SFX(e);                                                               \
+        }                                                                                         \
+        return hsum_##SFX(acc);                                                                         \
+    }                                                                                             \
+                                                                                                  \
+    /* sum(a * b), or sum(exp(a) * b) when ea is set. */                                          \
+    SXP_INLINE double row_dot_##SFX(const T *a, const T *b, int ea, Py_ssize_t c) {           \
+        ACC acc = {0};                                                                              \
+        Py_ssize_t i = 0;                                                                         \
+        if (ea)                                                                                   \
+            for (; i + LANES <= c; i += LANES)                                                    \
+                acc += to_acc_##SFX(vexp_##SFX(*(const VU *)(a + i)) * *(const VU *)(b + i));     \
+        else                                                                                      \
+            for (; i + LANES <= c; i += LANES)                                                    \
+                acc += to_acc_##SFX(*(const VU *)(a + i) * *(const VU *)(b + i));                \
+        if (i < c) {                                                                              \
+            V va = load_pad_##SFX(a + i, c - i, ea ? (T)-INFINITY : (T)0);                        \
+            V vb = load_pad_##SFX(b + i, c - i, (T)0);                                            \
+            acc += to_acc_##SFX((ea ? vexp_##SFX(va) : va) * vb);                                 \
+        }                                                                                         \
+        return hsum_##SFX(acc);                                                                         \
+    }                                                                                             \
+                                                                                                  \
+    SXP_INLINE double row_sum_##SFX(const T *a, Py_ssize_t c) {                               \
+        ACC acc = {0};                                                                              \
+        Py_ssize_t i = 0;                                                                         \
+        for (; i + LANES <= c; i += LANES) acc += to_acc_##SFX(*(const VU *)(a + i));             \
+        if (i < c) acc += to_acc_##SFX(load_pad_##SFX(a + i, c - i, (T)0));                       \
+        return hsum_##SFX(acc);                                                                         \
+    }                                                                                             \
+                                                                                                  \
+    SXP_CLONES static void forward_##SFX(const char *x, Py_ssize_t ldx, char *y, Py_ssize_t ldy,   \
+                                         Py_ssize_t n, Py_ssize_t c, int take_log) {              \
+        for (Py_ssize_t row = 0; row < n; row++) {                                                \
+            const T *xr = (const T *)(x + row * ldx);                                             \
+            T *yr = (T *)(y + row * ldy);                                                         \
+            T m = row_max_##SFX(xr, c);                                                           \
+            if (!isfinite(m)) { /* +-inf or all NaN: NaN throughout, as in torch and JAX */       \
+                for (Py_ssize_t i = 0; i < c; i++) yr[i] = (T)NAN;                                \
+                continue;                                                                         \
+            }                                                                                     \
+            Py_ssize_t i = 0;                                                                     \
+            if (take_log) {                                                                       \
+                T ls = (T)log(row_expsum_##SFX(xr, m, NULL, c));                                  \
+                for (; i + LANES <= c; i += LANES)                                                \
+                    *(VU *)(yr + i) = (*(const VU *)(xr + i) - m) - ls;                           \
+                for (; i < c; i++) yr[i] = (xr[i] - m) - ls;                                      \
+            } else {                                                                              \
+                /* s is in [1, c] (the maximum contributes exp(0) = 1) or NaN: 1/s is safe */     \
+                T inv = (T)(1.0 / row_expsum_##SFX(xr, m, yr, c));                                \
+                for (; i + LANES <= c; i += LANES) *(VU *)(yr + i) *= inv;                        \
+                for (; i < c; i++) yr[i] *= inv;                                                  \
+            }                                                                                     \
+        }                                                                                         \
+    }                                                                                             \
+                                                                                                  \
+    /* y * (v - <y, v>): the softmax JVP and VJP (J is symmetric). */                             \
+    SXP_CLONES static void prod_##SFX(const char *y, Py_ssize_t ldy, const char *v,               \
+                                      Py_ssize_t ldv, char *o, Py_ssize_t ldo, Py_ssize_t n,      \
+                                      Py_ssize_t c) {                                             \
+        for (Py_ssize_t row = 0; row < n; row++) {                                                \
+            const T *yr = (const T *)(y + row * ldy);                                             \
+            const T *vr = (const T *)(v + row * ldv);                                             \
+            T *or_ = (T *)(o + row * ldo);                                                        \
+            T d = (T)row_dot_##SFX(yr, vr, 0, c);                                                 \
+            Py_ssize_t i = 0;                                                                     \
+            for (; i + LANES <= c; i += LANES)                                                    \
+                *(VU *)(or_ + i) = *(const VU *)(yr + i) * (*(const VU *)(vr + i) - d);           \
+            for (; i < c; i++) or_[i] = yr[i] * (vr[i] - d);                                      \
+        }                                                                                         \
+    }                                                                                             \
+                                                                                                  \
+    /* g - exp(l) * sum(g): the log_softmax VJP. */                                               \
+    SXP_CLONES static void log_vjp_##SFX(const char *l, Py_ssize_t ldl, const char *g,            \
+                                         Py_ssize_t ldg, char *o, Py_ssize_t ldo, Py_ssize_t n,   \
+                                         Py_ssize_t c) {                                          \
+        for (Py_ssize_t row = 0; row < n; row++) {                                                \
+            const T *lr = (const T *)(l + row * ldl);                                             \
+            const T *gr = (const T *)(g + row * ldg);                                             \
+            T *or_ = (T *)(o + row * ldo);                                                        \
+            T s = (T)row_sum_##SFX(gr, c);                                                        \
+            Py_ssize_t i = 0;                                                                     \
+            for (; i + LANES <= c; i += LANES)                                                    \
+                *(VU *)(or_ + i) = *(const VU *)(gr + i) - vexp_##SFX(*(const VU *)(lr + i)) * s; \
+            if (i < c) {                                                                          \
+                V e = vexp_##SFX(load_pad_##SFX(lr + i, c - i, (T)0));                            \
+                store_part_##SFX(or_ + i, load_pad_##SFX(gr + i, c - i, (T)0) - e * s, c - i);    \
+            }                                                                                     \
+        }                                                                                         \
+    }                                                                                             \
+                                                                                                  \
+    /* v - <exp(l), v>: the log_softmax JVP. */                                                   \
+    SXP_CLONES static void log_jvp_##SFX(const char *l, Py_ssize_t ldl, const char *v,            \
+                                         Py_ssize_t ldv, char *o, Py_ssize_t ldo, Py_ssize_t n,   \
+                                         Py_ssize_t c) {                                          \
+        for (Py_ssize_t row = 0; row < n; row++) {                                                \
+            const T *lr = (const T *)(l + row * ldl);                                             \
+            const T *vr = (const T *)(v + row * ldv);                                             \
+            T *or_ = (T *)(o + row * ldo);                                                        \
+            T d = (T)row_dot_##SFX(lr, vr, 1, c);                                                 \
+            Py_ssize_t i = 0;                                                                     \
+            for (; i + LANES <= c; i += LANES) *(VU *)(or_ + i) = *(const VU *)(vr + i) - d;      \
+            for (; i < c; i++) or_[i] = vr[i] - d;                                                \
+        }                                                                                         \
+    }                                                                                             \
+                                                                                                  \
+    SXP_CLONES static void exp_##SFX(const T *x, T *y, Py_ssize_t c) {                            \
+        Py_ssize_t i = 0;                                                                         \
+        for (; i + LANES <= c; i += LANES) *(VU *)(y + i) = vexp_##SFX(*(const VU *)(x + i));     \
+        if (i < c) store_part_##SFX(y + i, vexp_##SFX(load_pad_##SFX(x + i, c - i, 0)), c - i);  \
+    }
+
+DEFINE_KERNELS(float, f32, f32v, f32vu, f32i, acc32, 16)
+DEFINE_KERNELS(double, f64, f64v, f64vu, f64i, acc64, 8)
+
+/* ---------------------------------------------------------------------------------------------
+ * Python bindings
+ * ------------------------------------------------------------------------------------------- */
+
+/* 0: float32, 1: float64, -1: anything else. */
+static int kind_of(const Py_buffer *b) {
+    const char *f = b->format;
+    if (f[0] == '<' || f[0] == '=' || f[0] == '@') f++;
+    if (f[1] != '\0') return -1;
+    if (f[0] == 'f' && b->itemsize == 4) return 0;
+    if (f[0] == 'd' && b->itemsize == 8) return 1;
+    return -1;
+}
+
+/* Acquire the n 2-D buffers objs[i] (the last one writable), each (rows, C) with contiguous
+ * rows, all of the same shape and floating dtype. Returns the dtype kind, or -1 with an
+ * exception set (and every buffer released). */
+static int get_rows(PyObject **objs, Py_buffer *bufs, int n) {
+    int got = 0, kind = -1;
+    for (; got < n; got++) {
+        int flags = PyBUF_STRIDES | PyBUF_FORMAT | (got == n - 1 ? PyBUF_WRITABLE : 0);
+        if (PyObject_GetBuffer(objs[got], &bufs[got], flags) < 0) goto fail;
+    }
+    kind = kind_of(&bufs[0]);
+    for (int i = 0; i < n; i++) {
+        Py_buffer *b = &bufs[i];
+        if (b->ndim != 2 || kind_of(b) != kind || kind < 0 || b->shape[0] != bufs[0].shape[0] ||
+            b->shape[1] != bufs[0].shape[1] ||
+            (b->shape[1] > 1 && b->strides[1] != b->itemsize)) {
+            PyErr_Format(PyExc_ValueError,
+                         "operand %d: expected a 2-D float32/float64 buffer with contiguous rows "
+                         "and the shape of operand 0",
+                         i);
+            goto fail;
+        }
+    }
+    return kind;
+fail:
+    for (int i = 0; i < got; i++) PyBuffer_Release(&bufs[i]);
+    return -1;
+}
+
+static void release(Py_buffer *bufs, int n) {
+    for (int i = 0; i < n; i++) PyBuffer_Release(&bufs[i]);
+}
+
+static PyObject *py_forward(PyObject *self, PyObject *args) {
+    PyObject *objs[2];
+    int log;
+    if (!PyArg_ParseTuple(args, "OOp:forward", &objs[0], &objs[1], &log)) return NULL;
+    Py_buffer b[2];
+    int kind = get_rows(objs, b, 2);
+    if (kind < 0) return NULL;
+    Py_BEGIN_ALLOW_THREADS;
+    if (kind == 0)
+        forward_f32(b[0].buf, b[0].strides[0], b[1].buf, b[1].strides[0], b[0].shape[0],
+                    b[0].shape[1], log);
+    else
+        forward_f64(b[0].buf, b[0].strides[0], b[1].buf, b[1].strides[0], b[0].shape[0],
+                    b[0].shape[1], log);
+    Py_END_ALLOW_THREADS;
+    release(b, 2);
+    Py_RETURN_NONE;
+}
+
+typedef void (*pair_fn)(const char *, Py_ssize_t, const char *, Py_ssize_t, char *, Py_ssize_t,
+                        Py_ssize_t, Py_ssize_t);
+
+static PyObject *run_pair(PyObject *args, const char *fmt, pair_fn f32, pair_fn f64) {
+    PyObject *objs[3];
+    if (!PyArg_ParseTuple(args, fmt, &objs[0], &objs[1], &objs[2])) return NULL;
+    Py_buffer b[3];
+    int kind = get_rows(objs, b, 3);
+    if (kind < 0) return NULL;
+    pair_fn f = kind == 0 ? f32 : f64;
+    Py_BEGIN_ALLOW_THREADS;
+    f(b[0].buf, b[0].strides[0], b[1].buf, b[1].strides[0], b[2].buf, b[2].strides[0],
+      b[0].shape[0], b[0].shape[1]);
+    Py_END_ALLOW_THREADS;
+    release(b, 3);
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_prod(PyObject *self, PyObject *args) {
+    return run_pair(args, "OOO:prod", prod_f32, prod_f64);
+}
+
+static PyObject *py_log_vjp(PyObject *self, PyObject *args) {
+    return run_pair(args, "OOO:log_vjp", log_vjp_f32, log_vjp_f64);
+}
+
+static PyObject *py_log_jvp(PyObject *self, PyObject *args) {
+    return run_pair(args, "OOO:log_jvp", log_jvp_f32, log_jvp_f64);
+}
+
+static PyObject *py_exp(PyObject *self, PyObject *args) {
+    PyObject *objs[2];
+    if (!PyArg_ParseTuple(args, "OO:exp", &objs[0], &objs[1])) return NULL;
+    Py_buffer b[2];
+    int kind = get_rows(objs, b, 2);
+    if (kind < 0) return NULL;
+    Py_BEGIN_ALLOW_THREADS;
+    for (Py_ssize_t r = 0; r < b[0].shape[0]; r++) {
+        const char *x = (const char *)b[0].buf + r * b[0].strides[0];
+        char *y = (char *)b[1].buf + r * b[1].strides[0];
+        if (kind == 0)
+            exp_f32((const float *)x, (float *)y, b[0].shape[1]);
+        else
+            exp_f64((const double *)x, (double *)y, b[0].shape[1]);
+    }
+    Py_END_ALLOW_THREADS;
+    release(b, 2);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef methods[] = {
+    {"forward", py_forward, METH_VARARGS,
+     "forward(x, out, log): softmax (log_softmax if log) of each row of x into out."},
+    {"prod", py_prod, METH_VARARGS, "prod(y, v, out): out = y * (v - <y, v>) per row."},
+    {"log_vjp", py_log_vjp, METH_VARARGS, "log_vjp(l, g, out): out = g - exp(l) * sum(g) per row."},
+    {"log_jvp", py_log_jvp, METH_VARARGS, "log_jvp(l, v, out): out = v - <exp(l), v> per row."},
+    {"exp", py_exp, METH_VARARGS, "exp(x, out): the kernels' own exp, elementwise (for tests)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef moduledef = {
+    PyModuleDef_HEAD_INIT, "_rows",
+    "Fused softmax row kernels in C for the NumPy fast path (private).", -1, methods,
+};
+
+PyMODINIT_FUNC PyInit__rows(void) { return PyModule_Create(&moduledef); }
