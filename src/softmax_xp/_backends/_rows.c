@@ -122,22 +122,19 @@ SXP_INLINE f64v vexp_f64(f64v x) {
     return p * (f64v)((n1 + 1023) << 52) * (f64v)((n2 + 1023) << 52); /* NaN: p is NaN */
 }
 
-/* Accumulators: 16 double lanes for float32 rows, 8 for float64. */
-typedef double acc32 __attribute__((vector_size(128)));
-typedef f64v acc64;
-SXP_INLINE acc32 to_acc_f32(f32v v) { return __builtin_convertvector(v, acc32); }
-SXP_INLINE acc64 to_acc_f64(f64v v) { return v; }
-
-/* Horizontal sums and maxima by halving (log2 of the lanes steps, not a serial chain). */
 #define HALF(v, ...) __builtin_shufflevector(v, v, __VA_ARGS__)
-SXP_INLINE double hsum_f64(acc64 a) {
+
+/* Horizontal sums (in double) and maxima by halving: log2(lanes) steps, not a serial chain. */
+SXP_INLINE double hsum_f64(f64v a) {
     f64x4 b = HALF(a, 0, 1, 2, 3) + HALF(a, 4, 5, 6, 7);
     f64x2 c = HALF(b, 0, 1) + HALF(b, 2, 3);
     return c[0] + c[1];
 }
 
-SXP_INLINE double hsum_f32(acc32 a) {
-    return hsum_f64(HALF(a, 0, 1, 2, 3, 4, 5, 6, 7) + HALF(a, 8, 9, 10, 11, 12, 13, 14, 15));
+SXP_INLINE double hsum_f32(f32v a) {
+    f64v lo = __builtin_convertvector(HALF(a, 0, 1, 2, 3, 4, 5, 6, 7), f64v);
+    f64v hi = __builtin_convertvector(HALF(a, 8, 9, 10, 11, 12, 13, 14, 15), f64v);
+    return hsum_f64(lo + hi);
 }
 
 SXP_INLINE float hmax_f32(f32v a) {
@@ -159,79 +156,150 @@ SXP_INLINE double hmax_f64(f64v a) {
 }
 
 /* ---------------------------------------------------------------------------------------------
- * Row kernels, written once for float (suffix f32) and double (f64). A row's last c % 16
- * numbers go through the same vector code from a padded local copy.
+ * Row kernels, written once for float (suffix f32) and double (f64).
+ *
+ * Reductions run over blocks of SUM_BLOCK vectors: within a block two vector accumulators of the
+ * row's own dtype (independent chains, in registers); each block's total is added in double. A
+ * float32 lane so sums at most 32 numbers before its total moves to double: as accurate as a
+ * pairwise sum, at the speed of plain vector adds. A row's last c % LANES numbers go through the
+ * same vector code from a padded local copy (padding that adds 0).
  * ------------------------------------------------------------------------------------------- */
+#define SUM_BLOCK 64
+#define SHORT_GROUP 4
 
-#define DEFINE_KERNELS(T, SFX, V, VU, I, ACC, LANES)                                                          \
-    SXP_INLINE V load_pad_##SFX(const T *p, Py_ssize_t k, T pad) {                            \
+/* The loop shared by the reductions: for each vector of the row (two per step), OP(..., i, acc)
+ * adds its contribution to acc; TAIL(..., i, k, acc) adds that of the last k < LANES numbers. */
+#define BLOCKED_SUM(T, SFX, V, VU, LANES, c, OP, TAIL)                                           \
+    double total = 0.0;                                                                           \
+    for (Py_ssize_t b0 = 0; b0 < (c); b0 += SUM_BLOCK * LANES) {                                  \
+        Py_ssize_t end = (c) - b0 < SUM_BLOCK * LANES ? (c) : b0 + SUM_BLOCK * LANES;             \
+        V s0 = BC(V, (T)0), s1 = s0;                                                              \
+        Py_ssize_t i = b0;                                                                        \
+        for (; i + 2 * LANES <= end; i += 2 * LANES) {                                            \
+            OP(SFX, T, V, VU, i, s0);                                                             \
+            OP(SFX, T, V, VU, i + LANES, s1);                                                     \
+        }                                                                                         \
+        if (i + LANES <= end) {                                                                   \
+            OP(SFX, T, V, VU, i, s0);                                                             \
+            i += LANES;                                                                           \
+        }                                                                                         \
+        if (i < end) TAIL(SFX, T, V, VU, i, end - i, s1);                                         \
+        total += hsum_##SFX(s0 + s1);                                                             \
+    }
+
+#define DEFINE_KERNELS(T, SFX, V, VU, I, LANES)                                                   \
+    SXP_INLINE V load_pad_##SFX(const T *p, Py_ssize_t k, T pad) {                                \
         T buf[LANES];                                                                             \
         for (int j = 0; j < LANES; j++) buf[j] = j < k ? p[j] : pad;                              \
         return *(const VU *)buf;                                                                  \
     }                                                                                             \
                                                                                                   \
-    SXP_INLINE void store_part_##SFX(T *p, V v, Py_ssize_t k) {                                \
+    SXP_INLINE void store_part_##SFX(T *p, V v, Py_ssize_t k) {                                   \
         for (int j = 0; j < k; j++) p[j] = v[j];                                                  \
     }                                                                                             \
                                                                                                   \
-    SXP_INLINE T row_max_##SFX(const T *x, Py_ssize_t c) {                                    \
-        V mx = BC(V, (T)-INFINITY);                                                               \
-        Py_ssize_t i = 0;                                                                         \
-        for (; i + LANES <= c; i += LANES) {                                                      \
-            V v = *(const VU *)(x + i);                                                           \
-            mx = SEL(V, I, v > mx, v, mx);                                                        \
+    /* Rows of at most LANES numbers are one (padded) vector each; SHORT_GROUP rows at a time,    \
+     * so that the short dependency chains of several rows (maximum, exp, sum, scale) overlap. */ \
+    SXP_INLINE V load_row_##SFX(const T *p, Py_ssize_t c, T pad) {                                \
+        return c == LANES ? *(const VU *)p : load_pad_##SFX(p, c, pad);                           \
+    }                                                                                             \
+                                                                                                  \
+    SXP_INLINE void store_row_##SFX(T *p, V v, Py_ssize_t c) {                                    \
+        if (c == LANES)                                                                           \
+            *(VU *)p = v;                                                                         \
+        else                                                                                      \
+            store_part_##SFX(p, v, c);                                                            \
+    }                                                                                             \
+                                                                                                  \
+    SXP_INLINE void forward_short_##SFX(const char *x, Py_ssize_t ldx, char *y, Py_ssize_t ldy,   \
+                                        Py_ssize_t c, int take_log) {                             \
+        V v[SHORT_GROUP], o[SHORT_GROUP];                                                         \
+        T m[SHORT_GROUP];                                                                         \
+        for (int r = 0; r < SHORT_GROUP; r++) {                                                   \
+            v[r] = load_row_##SFX((const T *)(x + r * ldx), c, (T)-INFINITY);                     \
+            m[r] = (T)hmax_##SFX(v[r]);                                                           \
         }                                                                                         \
-        T m = (T)hmax_##SFX(mx);                                                                  \
+        for (int r = 0; r < SHORT_GROUP; r++) {                                                   \
+            V e = vexp_##SFX(v[r] - m[r]);                                                        \
+            double s = hsum_##SFX(e);                                                             \
+            o[r] = take_log ? (v[r] - m[r]) - (T)log(s) : e * (T)(1.0 / s);                       \
+            if (!isfinite(m[r])) o[r] = BC(V, (T)NAN);                                            \
+        }                                                                                         \
+        for (int r = 0; r < SHORT_GROUP; r++) store_row_##SFX((T *)(y + r * ldy), o[r], c);       \
+    }                                                                                             \
+                                                                                                  \
+    /* kind 0: y * (v - <y, v>); 1: g - exp(l) sum(g); 2: v - <exp(l), v>. */                     \
+    SXP_INLINE void pair_short_##SFX(int kind, const char *a, Py_ssize_t lda, const char *b,      \
+                                     Py_ssize_t ldb, char *o, Py_ssize_t ldo, Py_ssize_t c) {     \
+        V va[SHORT_GROUP], vb[SHORT_GROUP], out[SHORT_GROUP];                                     \
+        for (int r = 0; r < SHORT_GROUP; r++) {                                                   \
+            va[r] = load_row_##SFX((const T *)(a + r * lda), c, kind == 2 ? (T)-INFINITY : (T)0); \
+            vb[r] = load_row_##SFX((const T *)(b + r * ldb), c, (T)0);                            \
+        }                                                                                         \
+        for (int r = 0; r < SHORT_GROUP; r++) {                                                   \
+            if (kind == 0) {                                                                      \
+                out[r] = va[r] * (vb[r] - (T)hsum_##SFX(va[r] * vb[r]));                          \
+            } else if (kind == 1) {                                                               \
+                out[r] = vb[r] - vexp_##SFX(va[r]) * (T)hsum_##SFX(vb[r]);                        \
+            } else {                                                                              \
+                out[r] = vb[r] - (T)hsum_##SFX(vexp_##SFX(va[r]) * vb[r]);                        \
+            }                                                                                     \
+        }                                                                                         \
+        for (int r = 0; r < SHORT_GROUP; r++) store_row_##SFX((T *)(o + r * ldo), out[r], c);     \
+    }                                                                                             \
+                                                                                                  \
+    SXP_INLINE T row_max_##SFX(const T *x, Py_ssize_t c) {                                        \
+        V m0 = BC(V, (T)-INFINITY), m1 = m0;                                                      \
+        Py_ssize_t i = 0;                                                                         \
+        for (; i + 2 * LANES <= c; i += 2 * LANES) {                                              \
+            V u = *(const VU *)(x + i), v = *(const VU *)(x + i + LANES);                         \
+            m0 = SEL(V, I, u > m0, u, m0);                                                        \
+            m1 = SEL(V, I, v > m1, v, m1);                                                        \
+        }                                                                                         \
+        if (i + LANES <= c) {                                                                     \
+            V u = *(const VU *)(x + i);                                                           \
+            m0 = SEL(V, I, u > m0, u, m0);                                                        \
+            i += LANES;                                                                           \
+        }                                                                                         \
+        T m = (T)hmax_##SFX(SEL(V, I, m1 > m0, m1, m0));                                          \
         for (; i < c; i++) m = x[i] > m ? x[i] : m;                                               \
         return m;                                                                                 \
     }                                                                                             \
                                                                                                   \
-    /* Sum of exp(x - m); where y is not NULL, exp(x - m) is stored there too. */                 \
-    SXP_INLINE double row_expsum_##SFX(const T *x, T m, T *y, Py_ssize_t c) {                 \
-        ACC acc = {0};                                                                              \
-        Py_ssize_t i = 0;                                                                         \
-        for (; i + LANES <= c; i += LANES) {                                                      \
-            V e = vexp_##SFX(*(const VU *)(x + i) - m);                                           \
-            if (y) *(VU *)(y + i) = e;                                                            \
-            acc += to_acc_##SFX(e);                                                               \
-        }                                                                                         \
-        if (i < c) { /* padding -inf: exp gives 0 */                                              \
-            V e = vexp_##SFX(load_pad_##SFX(x + i, c - i, (T)-INFINITY) - m);                     \
-            if (y) store_part_##SFX(y + i, e, c - i);                                             \
-            acc += to_acc_##SFX(e);                                                               \
-        }                                                                                         \
-        return hsum_##SFX(acc);                                                                         \
+    /* Sum of exp(x - m), with exp(x - m) stored in y (padding -inf: exp gives 0). */             \
+    SXP_INLINE double row_expsum_store_##SFX(const T *x, T m, T *y, Py_ssize_t c) {               \
+        BLOCKED_SUM(T, SFX, V, VU, LANES, c, EXPSUM_STORE_OP, EXPSUM_STORE_TAIL)                  \
+        return total;                                                                             \
     }                                                                                             \
                                                                                                   \
-    /* sum(a * b), or sum(exp(a) * b) when ea is set. */                                          \
-    SXP_INLINE double row_dot_##SFX(const T *a, const T *b, int ea, Py_ssize_t c) {           \
-        ACC acc = {0};                                                                              \
-        Py_ssize_t i = 0;                                                                         \
-        if (ea)                                                                                   \
-            for (; i + LANES <= c; i += LANES)                                                    \
-                acc += to_acc_##SFX(vexp_##SFX(*(const VU *)(a + i)) * *(const VU *)(b + i));     \
-        else                                                                                      \
-            for (; i + LANES <= c; i += LANES)                                                    \
-                acc += to_acc_##SFX(*(const VU *)(a + i) * *(const VU *)(b + i));                \
-        if (i < c) {                                                                              \
-            V va = load_pad_##SFX(a + i, c - i, ea ? (T)-INFINITY : (T)0);                        \
-            V vb = load_pad_##SFX(b + i, c - i, (T)0);                                            \
-            acc += to_acc_##SFX((ea ? vexp_##SFX(va) : va) * vb);                                 \
-        }                                                                                         \
-        return hsum_##SFX(acc);                                                                         \
+    SXP_INLINE double row_expsum_##SFX(const T *x, T m, Py_ssize_t c) {                           \
+        BLOCKED_SUM(T, SFX, V, VU, LANES, c, EXPSUM_OP, EXPSUM_TAIL)                              \
+        return total;                                                                             \
     }                                                                                             \
                                                                                                   \
-    SXP_INLINE double row_sum_##SFX(const T *a, Py_ssize_t c) {                               \
-        ACC acc = {0};                                                                              \
-        Py_ssize_t i = 0;                                                                         \
-        for (; i + LANES <= c; i += LANES) acc += to_acc_##SFX(*(const VU *)(a + i));             \
-        if (i < c) acc += to_acc_##SFX(load_pad_##SFX(a + i, c - i, (T)0));                       \
-        return hsum_##SFX(acc);                                                                         \
+    /* sum(a * b) (padding 0), sum(exp(a) * b) (padding -inf, 0), sum(a) (padding 0). */          \
+    SXP_INLINE double row_dot_##SFX(const T *a, const T *b, Py_ssize_t c) {                       \
+        BLOCKED_SUM(T, SFX, V, VU, LANES, c, DOT_OP, DOT_TAIL)                                    \
+        return total;                                                                             \
     }                                                                                             \
                                                                                                   \
-    SXP_CLONES static void forward_##SFX(const char *x, Py_ssize_t ldx, char *y, Py_ssize_t ldy,   \
+    SXP_INLINE double row_expdot_##SFX(const T *a, const T *b, Py_ssize_t c) {                    \
+        BLOCKED_SUM(T, SFX, V, VU, LANES, c, EXPDOT_OP, EXPDOT_TAIL)                              \
+        return total;                                                                             \
+    }                                                                                             \
+                                                                                                  \
+    SXP_INLINE double row_sum_##SFX(const T *a, Py_ssize_t c) {                                   \
+        BLOCKED_SUM(T, SFX, V, VU, LANES, c, SUM_OP, SUM_TAIL)                                    \
+        return total;                                                                             \
+    }                                                                                             \
+                                                                                                  \
+    SXP_CLONES static void forward_##SFX(const char *x, Py_ssize_t ldx, char *y, Py_ssize_t ldy,  \
                                          Py_ssize_t n, Py_ssize_t c, int take_log) {              \
-        for (Py_ssize_t row = 0; row < n; row++) {                                                \
+        Py_ssize_t row = 0;                                                                       \
+        if (c <= LANES)                                                                           \
+            for (; row + SHORT_GROUP <= n; row += SHORT_GROUP)                                    \
+                forward_short_##SFX(x + row * ldx, ldx, y + row * ldy, ldy, c, take_log);         \
+        for (; row < n; row++) {                                                                  \
             const T *xr = (const T *)(x + row * ldx);                                             \
             T *yr = (T *)(y + row * ldy);                                                         \
             T m = row_max_##SFX(xr, c);                                                           \
@@ -241,13 +309,13 @@ SXP_INLINE double hmax_f64(f64v a) {
             }                                                                                     \
             Py_ssize_t i = 0;                                                                     \
             if (take_log) {                                                                       \
-                T ls = (T)log(row_expsum_##SFX(xr, m, NULL, c));                                  \
+                T ls = (T)log(row_expsum_##SFX(xr, m, c));                                        \
                 for (; i + LANES <= c; i += LANES)                                                \
                     *(VU *)(yr + i) = (*(const VU *)(xr + i) - m) - ls;                           \
                 for (; i < c; i++) yr[i] = (xr[i] - m) - ls;                                      \
             } else {                                                                              \
                 /* s is in [1, c] (the maximum contributes exp(0) = 1) or NaN: 1/s is safe */     \
-                T inv = (T)(1.0 / row_expsum_##SFX(xr, m, yr, c));                                \
+                T inv = (T)(1.0 / row_expsum_store_##SFX(xr, m, yr, c));                          \
                 for (; i + LANES <= c; i += LANES) *(VU *)(yr + i) *= inv;                        \
                 for (; i < c; i++) yr[i] *= inv;                                                  \
             }                                                                                     \
@@ -258,11 +326,16 @@ SXP_INLINE double hmax_f64(f64v a) {
     SXP_CLONES static void prod_##SFX(const char *y, Py_ssize_t ldy, const char *v,               \
                                       Py_ssize_t ldv, char *o, Py_ssize_t ldo, Py_ssize_t n,      \
                                       Py_ssize_t c) {                                             \
-        for (Py_ssize_t row = 0; row < n; row++) {                                                \
+        Py_ssize_t row = 0;                                                                       \
+        if (c <= LANES)                                                                           \
+            for (; row + SHORT_GROUP <= n; row += SHORT_GROUP)                                    \
+                pair_short_##SFX(0, y + row * ldy, ldy, v + row * ldv, ldv, o + row * ldo,        \
+                                 ldo, c);                                                         \
+        for (; row < n; row++) {                                                                  \
             const T *yr = (const T *)(y + row * ldy);                                             \
             const T *vr = (const T *)(v + row * ldv);                                             \
             T *or_ = (T *)(o + row * ldo);                                                        \
-            T d = (T)row_dot_##SFX(yr, vr, 0, c);                                                 \
+            T d = (T)row_dot_##SFX(yr, vr, c);                                                    \
             Py_ssize_t i = 0;                                                                     \
             for (; i + LANES <= c; i += LANES)                                                    \
                 *(VU *)(or_ + i) = *(const VU *)(yr + i) * (*(const VU *)(vr + i) - d);           \
@@ -274,7 +347,12 @@ SXP_INLINE double hmax_f64(f64v a) {
     SXP_CLONES static void log_vjp_##SFX(const char *l, Py_ssize_t ldl, const char *g,            \
                                          Py_ssize_t ldg, char *o, Py_ssize_t ldo, Py_ssize_t n,   \
                                          Py_ssize_t c) {                                          \
-        for (Py_ssize_t row = 0; row < n; row++) {                                                \
+        Py_ssize_t row = 0;                                                                       \
+        if (c <= LANES)                                                                           \
+            for (; row + SHORT_GROUP <= n; row += SHORT_GROUP)                                    \
+                pair_short_##SFX(1, l + row * ldl, ldl, g + row * ldg, ldg, o + row * ldo,        \
+                                 ldo, c);                                                         \
+        for (; row < n; row++) {                                                                  \
             const T *lr = (const T *)(l + row * ldl);                                             \
             const T *gr = (const T *)(g + row * ldg);                                             \
             T *or_ = (T *)(o + row * ldo);                                                        \
@@ -293,11 +371,16 @@ SXP_INLINE double hmax_f64(f64v a) {
     SXP_CLONES static void log_jvp_##SFX(const char *l, Py_ssize_t ldl, const char *v,            \
                                          Py_ssize_t ldv, char *o, Py_ssize_t ldo, Py_ssize_t n,   \
                                          Py_ssize_t c) {                                          \
-        for (Py_ssize_t row = 0; row < n; row++) {                                                \
+        Py_ssize_t row = 0;                                                                       \
+        if (c <= LANES)                                                                           \
+            for (; row + SHORT_GROUP <= n; row += SHORT_GROUP)                                    \
+                pair_short_##SFX(2, l + row * ldl, ldl, v + row * ldv, ldv, o + row * ldo,        \
+                                 ldo, c);                                                         \
+        for (; row < n; row++) {                                                                  \
             const T *lr = (const T *)(l + row * ldl);                                             \
             const T *vr = (const T *)(v + row * ldv);                                             \
             T *or_ = (T *)(o + row * ldo);                                                        \
-            T d = (T)row_dot_##SFX(lr, vr, 1, c);                                                 \
+            T d = (T)row_expdot_##SFX(lr, vr, c);                                                 \
             Py_ssize_t i = 0;                                                                     \
             for (; i + LANES <= c; i += LANES) *(VU *)(or_ + i) = *(const VU *)(vr + i) - d;      \
             for (; i < c; i++) or_[i] = vr[i] - d;                                                \
@@ -307,11 +390,37 @@ SXP_INLINE double hmax_f64(f64v a) {
     SXP_CLONES static void exp_##SFX(const T *x, T *y, Py_ssize_t c) {                            \
         Py_ssize_t i = 0;                                                                         \
         for (; i + LANES <= c; i += LANES) *(VU *)(y + i) = vexp_##SFX(*(const VU *)(x + i));     \
-        if (i < c) store_part_##SFX(y + i, vexp_##SFX(load_pad_##SFX(x + i, c - i, 0)), c - i);  \
+        if (i < c) store_part_##SFX(y + i, vexp_##SFX(load_pad_##SFX(x + i, c - i, 0)), c - i);   \
     }
 
-DEFINE_KERNELS(float, f32, f32v, f32vu, f32i, acc32, 16)
-DEFINE_KERNELS(double, f64, f64v, f64vu, f64i, acc64, 8)
+/* The per-vector steps of the reductions (the row pointers x, y, a, b and the maximum m are
+ * those of the function they expand in). */
+#define EXPSUM_STORE_OP(SFX, T, V, VU, i, acc)                                                                   \
+    do {                                                                                          \
+        V e_ = vexp_##SFX(*(const VU *)(x + (i)) - m);                                            \
+        *(VU *)(y + (i)) = e_;                                                                    \
+        acc += e_;                                                                                \
+    } while (0)
+#define EXPSUM_STORE_TAIL(SFX, T, V, VU, i, k, acc)                                                              \
+    do {                                                                                          \
+        V e_ = vexp_##SFX(load_pad_##SFX(x + (i), (k), (T)-INFINITY) - m);                        \
+        store_part_##SFX(y + (i), e_, (k));                                                       \
+        acc += e_;                                                                                \
+    } while (0)
+#define EXPSUM_OP(SFX, T, V, VU, i, acc) acc += vexp_##SFX(*(const VU *)(x + (i)) - m)
+#define EXPSUM_TAIL(SFX, T, V, VU, i, k, acc) acc += vexp_##SFX(load_pad_##SFX(x + (i), (k), (T)-INFINITY) - m)
+#define DOT_OP(SFX, T, V, VU, i, acc) acc += *(const VU *)(a + (i)) * *(const VU *)(b + (i))
+#define DOT_TAIL(SFX, T, V, VU, i, k, acc)                                                                       \
+    acc += load_pad_##SFX(a + (i), (k), (T)0) * load_pad_##SFX(b + (i), (k), (T)0)
+#define EXPDOT_OP(SFX, T, V, VU, i, acc) acc += vexp_##SFX(*(const VU *)(a + (i))) * *(const VU *)(b + (i))
+#define EXPDOT_TAIL(SFX, T, V, VU, i, k, acc)                                                                    \
+    acc += vexp_##SFX(load_pad_##SFX(a + (i), (k), (T)-INFINITY)) *                               \
+           load_pad_##SFX(b + (i), (k), (T)0)
+#define SUM_OP(SFX, T, V, VU, i, acc) acc += *(const VU *)(a + (i))
+#define SUM_TAIL(SFX, T, V, VU, i, k, acc) acc += load_pad_##SFX(a + (i), (k), (T)0)
+
+DEFINE_KERNELS(float, f32, f32v, f32vu, f32i, 16)
+DEFINE_KERNELS(double, f64, f64v, f64vu, f64i, 8)
 
 /* ---------------------------------------------------------------------------------------------
  * Python bindings
