@@ -7,7 +7,11 @@ Every kernel is the generic one compiled once with ``jax.jit`` per ``(kernel, ax
 (cached here), so XLA fuses it: the forward into the same program as ``jax.nn.softmax``, the
 JVP/VJP ``y * (g - sum(g * y))`` into one pass that keeps only the output ``y`` (no forward pass
 recomputed, unlike ``jax.vjp`` of ``jax.nn.softmax`` without residuals at hand), and the dense
-Jacobian into one write of its output. Eager callers skip op-by-op dispatch; inside an outer
+Jacobian into one write of its output. The unmasked forward is the plain ``exp(x - max) / sum``
+(the program of ``jax.nn.softmax``): the generic kernel first replaces a non-finite maximum by
+NaN, so that NumPy never evaluates ``inf - inf`` and warns, and that guard costs XLA an extra
+select per element (measured +18% at 1024x32768 float32); JAX raises no floating-point
+warnings, and ``inf - inf`` gives the same NaN slice. Eager callers skip op-by-op dispatch; inside an outer
 trace (``jit``, ``grad``, ``vmap``, the ``custom_jvp`` of layer 4) the jitted function is inlined
 as a nested call and works on traced values.
 """
@@ -62,6 +66,28 @@ def _jitted(name: str, axis: Axes, has_where: bool, xp: Namespace) -> Callable[.
     return fn
 
 
+def _plain_softmax(x: Array, axis: Axes) -> Array:
+    e = jax.numpy.exp(x - jax.numpy.max(x, axis=axis, keepdims=True))
+    return e / jax.numpy.sum(e, axis=axis, keepdims=True)
+
+
+def _plain_log_softmax(x: Array, axis: Axes) -> Array:
+    shifted = x - jax.numpy.max(x, axis=axis, keepdims=True)
+    return shifted - jax.numpy.log(jax.numpy.sum(jax.numpy.exp(shifted), axis=axis, keepdims=True))
+
+
+_plain = {
+    "softmax": jax.jit(_plain_softmax, static_argnums=1),
+    "log_softmax": jax.jit(_plain_log_softmax, static_argnums=1),
+}
+
+
+def _forward(name: str, x: Array, axis: Axes, where: Any, xp: Namespace) -> Any:
+    if where is None and isinstance(axis, tuple) and x.size > 0:
+        return _plain[name](x, axis)
+    return _call(name, (x,), axis, where, xp)
+
+
 def _call(name: str, arrays: tuple[Any, ...], axis: Axes, where: Any, xp: Namespace) -> Any:
     if not isinstance(axis, tuple):
         return NotImplemented
@@ -70,13 +96,13 @@ def _call(name: str, arrays: tuple[Any, ...], axis: Axes, where: Any, xp: Namesp
 
 
 def softmax(x: Array, /, *, axis: Axes, where: Array | None = None, xp: Namespace) -> Array:
-    """The generic softmax, jitted (one XLA program per axis and mask presence)."""
-    return _call("softmax", (x,), axis, where, xp)
+    """``exp(x - max) / sum`` jitted; with a mask, the generic kernel jitted."""
+    return _forward("softmax", x, axis, where, xp)
 
 
 def log_softmax(x: Array, /, *, axis: Axes, where: Array | None = None, xp: Namespace) -> Array:
-    """The generic log_softmax, jitted."""
-    return _call("log_softmax", (x,), axis, where, xp)
+    """``(x - max) - log(sum(exp(x - max)))`` jitted; with a mask, the generic kernel jitted."""
+    return _forward("log_softmax", x, axis, where, xp)
 
 
 def softmax_jvp(y: Array, v: Array, /, *, axis: Axes, xp: Namespace) -> Array:
