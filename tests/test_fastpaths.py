@@ -444,6 +444,45 @@ def test_numpy_c_exp_within_one_ulp(dtype: str) -> None:
     np.testing.assert_array_equal(got[want == 0], 0.0)
 
 
+def test_advise_hugepages_gives_huge_pages() -> None:
+    """A fresh buffer advised before its first touch is faulted in 2 MiB pages (Linux, where
+    transparent huge pages are not off): /proc/self/smaps counts them for its mapping."""
+    rows = _np_fast()._rows
+    if rows is None:
+        pytest.skip("built without the C row kernels")
+    try:
+        with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:
+            mode = f.read()
+        with open("/proc/self/smaps") as f:
+            f.read(1)
+    except OSError:
+        pytest.skip("no transparent huge pages here (not Linux)")
+    if "[never]" in mode:
+        pytest.skip("transparent huge pages are off on this machine")
+    import mmap
+
+    nbytes = 64 * 1024 * 1024
+    # fresh private anonymous memory, not yet touched (mmap's default for -1 is shared memory)
+    buf = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    view = np.frombuffer(buf, dtype=np.uint8)
+    address = view.__array_interface__["data"][0]
+    rows.advise_hugepages(address, nbytes)
+    view[::4096] = 1  # touch every 4 KiB page
+    huge_kib = 0
+    with open("/proc/self/smaps") as f:
+        inside = False
+        for line in f:
+            head = line.split()[0]
+            if "-" in head and not head.endswith(":"):
+                lo, hi = (int(v, 16) for v in head.split("-"))
+                inside = lo <= address < hi
+            elif inside and head == "AnonHugePages:":
+                huge_kib = int(line.split()[1])
+    del view
+    buf.close()
+    assert huge_kib >= 2048, "no huge page in the advised mapping"
+
+
 # -- PyTorch -------------------------------------------------------------------------------------
 
 
@@ -506,6 +545,44 @@ def test_torch(
     ]
     fast, ref = _run_torch(name, tensors, axis)
     _assert_agree(_np(fast), _np(ref), dtype, _scale(arrays[1:]))
+
+
+@pytest.mark.parametrize("name", ["softmax", "log_softmax", *TORCH_PAIRS, *JACOBIANS])
+def test_torch_large_results_in_advised_buffers(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Results of 4 MiB and more are written by the same ATen kernels (``out=`` overloads) into
+    buffers advised MADV_HUGEPAGE; they agree with the generic kernel and are ordinary tensors.
+    Under autograd the plain (allocating) form runs instead."""
+    import torch
+
+    from softmax_xp._backends import _torch
+
+    if _torch._advise_hugepages is None:
+        pytest.skip("built without the C row kernels")
+    calls: list[int] = []
+    advise = _torch._advise_hugepages
+
+    def spy(address: int, nbytes: int) -> None:
+        calls.append(nbytes)
+        advise(address, nbytes)
+
+    monkeypatch.setattr(_torch, "_advise_hugepages", spy)
+    shape = (8, 512) if name in JACOBIANS else (1100, 1024)  # 8 MiB / 4.3 MiB results
+    if name in ("softmax", "log_softmax"):
+        base = [_data(shape, 50, special=True)]
+    else:
+        base = _pair_inputs(name, shape, (1,), "float32")[: 1 if name in JACOBIANS else 2]
+    arrays = [torch.from_numpy(np.asarray(a, dtype=np.float32)) for a in base]
+    fast, ref = _run_torch(name, arrays, (1,))
+    _assert_agree(_np(fast), _np(ref), "float32", _scale([_np(a) for a in arrays[1:]]))
+    assert calls and calls[0] == fast.numel() * fast.element_size()
+    fast.resize_(0)  # an ordinary, resizable tensor
+
+    calls.clear()
+    tracked = [a.clone().requires_grad_() for a in arrays]
+    out = getattr(_torch, name)(*tracked, axis=(1,), xp=array_api_compat.array_namespace(tracked[0]))
+    assert not calls
+    out.sum().backward()
+    assert tracked[0].grad is not None
 
 
 def test_torch_masks_use_the_generic_kernel() -> None:
