@@ -566,7 +566,7 @@ def test_torch_large_results_in_advised_buffers(name: str, monkeypatch: pytest.M
         advise(address, nbytes)
 
     monkeypatch.setattr(_torch, "_advise_hugepages", spy)
-    shape = (8, 512) if name in JACOBIANS else (1100, 1024)  # 8 MiB / 4.3 MiB results
+    shape = (33, 512) if name in JACOBIANS else (8400, 1024)  # 33 MiB / 32.8 MiB results
     if name in ("softmax", "log_softmax"):
         base = [_data(shape, 50, special=True)]
     else:

@@ -11,7 +11,7 @@ Each function here has the signature of its twin in ``softmax_xp._generic`` and 
   ``torch._log_softmax_backward_data``: the kernels torch's own autograd uses.
 - The dense Jacobians are written in closed form in one pass over the output.
 
-Large results on the CPU (4 MiB and more, outside autograd, torch.func and torch.compile) are
+Large results on the CPU (32 MiB and more, outside autograd, torch.func and torch.compile) are
 written by the same ATen kernels through their ``out=`` overloads into a fresh buffer advised
 ``MADV_HUGEPAGE`` before its first touch (``_rows.advise_hugepages``, what NumPy does for its own
 large arrays): torch's CPU allocator maps large buffers fresh in 4 KiB pages, and their page
@@ -55,8 +55,9 @@ Axes = tuple[int, ...]
 
 _FLOATS = (torch.float32, torch.float64)
 
-#: Results at least this large get a huge-page-advised buffer (NumPy's threshold too).
-_HUGE_MIN_BYTES = 4 * 1024 * 1024
+#: Results at least this large get a huge-page-advised buffer: glibc maps allocations of 32 MiB
+#: and more fresh from the kernel every time (below, it reuses freed heap memory, already mapped).
+_HUGE_MIN_BYTES = 32 * 1024 * 1024
 
 
 def _huge_out(like: torch.Tensor, shape: tuple[int, ...] | None = None) -> torch.Tensor | None:
