@@ -481,6 +481,19 @@ def _jacobian(y: Array, axis: Axes, log: bool) -> Array:
     rows = _generic.to_rows(y, axis, np)  # N·C numbers: a copy here costs little
     batch = rows.shape[:-1]
     c = rows.shape[-1]
+    if _rows is not None and y.dtype.isnative:
+        r2c = np.ascontiguousarray(np.reshape(rows, (-1, c)))
+        outc = np.empty((*batch, c, c), dtype=y.dtype)
+        o2 = np.reshape(outc, (-1, c))
+        step = max(1, _ROWS_TASK_BYTES // max(1, c * c * y.itemsize))
+        jac = _rows.jacobian
+
+        def c_work(lo: int, hi: int) -> None:
+            for b in range(lo, hi):
+                jac(r2c[b * step : (b + 1) * step], o2[b * step * c : (b + 1) * step * c], log)
+
+        _run_parallel(-(-r2c.shape[0] // step), outc.nbytes, c_work)
+        return outc
     r2 = np.reshape(rows, (-1, c))
     if log:
         with np.errstate(all="ignore"):  # l from no forward pass (l > log(max)) overflows quietly
@@ -510,7 +523,7 @@ def _jacobian(y: Array, axis: Axes, log: bool) -> Array:
 
 
 def softmax_jacobian(y: Array, /, *, axis: Axes, xp: Namespace) -> Array:
-    """Dense ``diag(y) - y yᵀ`` written once, in blocks, on all cores."""
+    """Dense ``diag(y) - y yᵀ`` written once (C rows kernel, or NumPy blocks), on all cores."""
     return _jacobian(y, axis, log=False)
 
 

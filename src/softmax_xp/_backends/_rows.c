@@ -395,6 +395,28 @@ SXP_INLINE double hmax_f64(f64v a) {
         Py_ssize_t i = 0;                                                                         \
         for (; i + LANES <= c; i += LANES) *(VU *)(y + i) = vexp_##SFX(*(const VU *)(x + i));     \
         if (i < c) store_part_##SFX(y + i, vexp_##SFX(load_pad_##SFX(x + i, c - i, 0)), c - i);   \
+    }                                                                                             \
+                                                                                                  \
+    /* Dense Jacobians of n rows: out row (r, i) = y_i (delta_ij - y_j) (softmax) or              \
+     * delta_ij - p_j with p = exp(l) (log_softmax; p in scratch, c numbers). */                  \
+    SXP_CLONES static void jacobian_##SFX(const char *y, Py_ssize_t ldy, char *o, Py_ssize_t ldo, \
+                                          Py_ssize_t n, Py_ssize_t c, int take_log, T *scratch) { \
+        for (Py_ssize_t row = 0; row < n; row++) {                                                \
+            const T *yr = (const T *)(y + row * ldy);                                             \
+            const T *p = yr;                                                                      \
+            if (take_log) {                                                                       \
+                exp_##SFX(yr, scratch, c);                                                        \
+                p = scratch;                                                                      \
+            }                                                                                     \
+            for (Py_ssize_t i = 0; i < c; i++) {                                                  \
+                T *or_ = (T *)(o + (row * c + i) * ldo);                                          \
+                T s = take_log ? (T)1 : p[i];                                                     \
+                Py_ssize_t j = 0;                                                                 \
+                for (; j + LANES <= c; j += LANES) *(VU *)(or_ + j) = -(*(const VU *)(p + j) * s);\
+                for (; j < c; j++) or_[j] = -(p[j] * s);                                          \
+                or_[i] = take_log ? 1 - p[i] : p[i] * (1 - p[i]);                                 \
+            }                                                                                     \
+        }                                                                                         \
     }
 
 /* The per-vector steps of the reductions (the row pointers x, y, a, b and the maximum m are
@@ -521,6 +543,45 @@ static PyObject *py_log_jvp(PyObject *self, PyObject *args) {
     return run_pair(args, "OOO:log_jvp", log_jvp_f32, log_jvp_f64);
 }
 
+static PyObject *py_jacobian(PyObject *self, PyObject *args) {
+    PyObject *objs[2];
+    int take_log;
+    if (!PyArg_ParseTuple(args, "OOp:jacobian", &objs[0], &objs[1], &take_log)) return NULL;
+    Py_buffer b[2];
+    if (PyObject_GetBuffer(objs[0], &b[0], PyBUF_STRIDES | PyBUF_FORMAT) < 0) return NULL;
+    if (PyObject_GetBuffer(objs[1], &b[1], PyBUF_STRIDES | PyBUF_FORMAT | PyBUF_WRITABLE) < 0) {
+        PyBuffer_Release(&b[0]);
+        return NULL;
+    }
+    int kind = kind_of(&b[0]);
+    Py_ssize_t n = b[0].ndim == 2 ? b[0].shape[0] : -1, c = b[0].ndim == 2 ? b[0].shape[1] : -1;
+    if (kind < 0 || b[0].ndim != 2 || b[1].ndim != 2 || kind_of(&b[1]) != kind ||
+        b[1].shape[0] != n * c || b[1].shape[1] != c ||
+        (c > 1 && (b[0].strides[1] != b[0].itemsize || b[1].strides[1] != b[1].itemsize))) {
+        PyErr_SetString(PyExc_ValueError,
+                        "jacobian: expected y (n, c) and out (n * c, c), float32/float64, with "
+                        "contiguous rows");
+        release(b, 2);
+        return NULL;
+    }
+    void *scratch = take_log ? PyMem_RawMalloc((size_t)(c > 0 ? c : 1) * (size_t)b[0].itemsize) : NULL;
+    if (take_log && scratch == NULL) {
+        release(b, 2);
+        return PyErr_NoMemory();
+    }
+    Py_BEGIN_ALLOW_THREADS;
+    if (kind == 0)
+        jacobian_f32(b[0].buf, b[0].strides[0], b[1].buf, b[1].strides[0], n, c, take_log,
+                     (float *)scratch);
+    else
+        jacobian_f64(b[0].buf, b[0].strides[0], b[1].buf, b[1].strides[0], n, c, take_log,
+                     (double *)scratch);
+    Py_END_ALLOW_THREADS;
+    PyMem_RawFree(scratch);
+    release(b, 2);
+    Py_RETURN_NONE;
+}
+
 static PyObject *py_exp(PyObject *self, PyObject *args) {
     PyObject *objs[2];
     if (!PyArg_ParseTuple(args, "OO:exp", &objs[0], &objs[1])) return NULL;
@@ -566,6 +627,8 @@ static PyMethodDef methods[] = {
     {"prod", py_prod, METH_VARARGS, "prod(y, v, out): out = y * (v - <y, v>) per row."},
     {"log_vjp", py_log_vjp, METH_VARARGS, "log_vjp(l, g, out): out = g - exp(l) * sum(g) per row."},
     {"log_jvp", py_log_jvp, METH_VARARGS, "log_jvp(l, v, out): out = v - <exp(l), v> per row."},
+    {"jacobian", py_jacobian, METH_VARARGS,
+     "jacobian(y, out, log): dense Jacobians of the rows of y (n, c) into out (n * c, c)."},
     {"exp", py_exp, METH_VARARGS, "exp(x, out): the kernels' own exp, elementwise (for tests)."},
     {NULL, NULL, 0, NULL},
 };
