@@ -25,7 +25,8 @@ def _install(session: nox.Session) -> None:
 
 
 def _pytest(session: nox.Session, backends: str) -> None:
-    env = {"SOFTMAX_XP_BACKENDS": backends}
+    # SOFTMAX_XP_REQUIRE_ROWS: the C row kernels must have been built (a test fails otherwise).
+    env = {"SOFTMAX_XP_BACKENDS": backends, "SOFTMAX_XP_REQUIRE_ROWS": "1"}
     session.run("pytest", *session.posargs, env=env)
     session.run("softmax-xp", "check", env=env)
 

@@ -16,7 +16,12 @@ class BuildExt(build_ext):
                 ext.extra_compile_args += ["/O2", "/fp:precise"]
             else:
                 # -O3: the lane loops vectorise; no -ffast-math (NaN and inf must behave).
-                ext.extra_compile_args += ["-O3", "-std=gnu11", "-fno-strict-aliasing", "-Wno-psabi"]
+                ext.extra_compile_args += [
+                    "-O3",
+                    "-std=gnu11",
+                    "-fno-strict-aliasing",
+                    "-Wno-psabi",
+                ]
         super().build_extensions()
 
 

@@ -395,9 +395,7 @@ ROW_LENGTHS = [1, 2, 7, 8, 9, 15, 16, 17, 31, 33, 100, 1000]
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("c", ROW_LENGTHS)
 @pytest.mark.parametrize("name", FORWARD + PAIRS)
-def test_numpy_c_rows_every_length(
-    name: str, c: int, dtype: str, np_path: _RowsSpy | None
-) -> None:
+def test_numpy_c_rows_every_length(name: str, c: int, dtype: str, np_path: _RowsSpy | None) -> None:
     """Rows of every length around the vector widths (16 floats, 8 doubles): full vectors and
     the padded last part, each with +-inf and NaN; the C kernels are the ones that ran."""
     shape = (6, c)
@@ -582,12 +580,15 @@ def test_torch_large_results_in_advised_buffers(name: str, monkeypatch: pytest.M
     arrays = [torch.from_numpy(np.asarray(a, dtype=np.float32)) for a in base]
     fast, ref = _run_torch(name, arrays, (1,))
     _assert_agree(_np(fast), _np(ref), "float32", _scale([_np(a) for a in arrays[1:]]))
-    assert calls and calls[0] == fast.numel() * fast.element_size()
+    assert calls
+    assert calls[0] == fast.numel() * fast.element_size()
     fast.resize_(0)  # an ordinary, resizable tensor
 
     calls.clear()
     tracked = [a.clone().requires_grad_() for a in arrays]
-    out = getattr(_torch, name)(*tracked, axis=(1,), xp=array_api_compat.array_namespace(tracked[0]))
+    out = getattr(_torch, name)(
+        *tracked, axis=(1,), xp=array_api_compat.array_namespace(tracked[0])
+    )
     assert not calls
     out.sum().backward()
     assert tracked[0].grad is not None

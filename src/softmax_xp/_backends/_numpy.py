@@ -425,9 +425,7 @@ def log_softmax(x: Array, /, *, axis: Axes, where: Array | None = None, xp: Name
     return _forward(x, axis, where, log=True)
 
 
-def _pair(
-    kernel: Kernel, a: Array, b: Array, axis: Axes, where: Array | None, rows: str
-) -> Array:
+def _pair(kernel: Kernel, a: Array, b: Array, axis: Axes, where: Array | None, rows: str) -> Array:
     if not _applies(a, b) or a.shape != b.shape:
         return NotImplemented
     w = _mask(where, a)

@@ -37,7 +37,7 @@ from .. import _generic
 try:
     from ._rows import advise_hugepages as _advise_hugepages
 except ImportError:  # pragma: no cover - a build without a C compiler
-    _advise_hugepages = None
+    _advise_hugepages = None  # type: ignore[assignment]
 
 __all__ = [
     "log_softmax",

@@ -417,4 +417,10 @@ def main(argv: list[str]) -> int:
     failed = [r for r in rows if not r.passed]
     backends = sorted({f"{r.backend}/{r.device}" for r in rows})
     print(f"\n{len(rows) - len(failed)} passed, {len(failed)} failed ({', '.join(backends)})")
+    from .._backends import _numpy
+
+    print(
+        "NumPy fast path: C row kernels "
+        + ("built" if _numpy.HAVE_ROWS else "NOT built (NumPy ufuncs only; see setup.py)")
+    )
     return 1 if failed else 0
