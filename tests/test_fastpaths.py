@@ -709,6 +709,54 @@ def test_jax(
         _assert_agree(np.asarray(fast), np.asarray(ref), dtype, _scale(arrays[1:]))
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize(
+    ("name", "masked"),
+    [(n, False) for n in FORWARD + PAIRS + JACOBIANS] + [(n, True) for n in FORWARD + MASKED_PAIRS],
+)
+def test_jax_large_concrete_arrays_on_the_c_kernels(
+    name: str, masked: bool, dtype: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Concrete CPU arrays of 1 MiB and more run the NumPy/C kernels on zero-copy views and come
+    back through DLPack (aligned, on the input's device); under jit the same call runs XLA."""
+    from softmax_xp._backends import _jax, _numpy
+
+    calls: list[str] = []
+    run_into = _numpy.run_into
+
+    def spy(kernel: str, *args: Any) -> Any:
+        calls.append(kernel)
+        return run_into(kernel, *args)
+
+    monkeypatch.setattr(_numpy, "run_into", spy)
+    shape, axis = ((24, 160), (1,)) if name in JACOBIANS else ((600, 520), (1,))  # >= 1 MiB results
+    with _jax_dtype(dtype) as jax:
+        jnp = jax.numpy
+        if name in FORWARD:
+            arrays = [_data(shape, 60, special=True)]
+        elif name in JACOBIANS:
+            arrays = _pair_inputs(name, shape, axis, "float64")[:1]
+        else:
+            arrays = _pair_inputs(name, shape, axis, "float64")
+        ja = [jnp.asarray(a, dtype=dtype) for a in arrays]
+        w = jnp.asarray(_mask(shape, 61)) if masked else None
+        assert ja[0].nbytes * (shape[1] if name in JACOBIANS else 1) >= _jax._HOST_MIN_BYTES
+        fast, ref = _run_jax(name, ja, axis, w)
+        assert calls == [name]
+        assert isinstance(fast, jax.Array)
+        assert fast.dtype == ja[0].dtype
+        assert fast.devices() == ja[0].devices()
+        assert fast.unsafe_buffer_pointer() % 64 == 0
+        _assert_agree(np.asarray(fast), np.asarray(ref), dtype, _scale(arrays[1:]))
+
+        calls.clear()
+        xp = array_api_compat.array_namespace(ja[0])
+        kw: dict[str, Any] = {} if w is None else {"where": w}
+        jitted = jax.jit(lambda *a: getattr(_jax, name)(*a, axis=axis, xp=xp, **kw))
+        _assert_agree(np.asarray(jitted(*ja)), np.asarray(ref), dtype, _scale(arrays[1:]))
+        assert not calls
+
+
 @pytest.mark.parametrize("name", FORWARD + PAIRS + JACOBIANS)
 def test_jax_under_transforms(name: str) -> None:
     """jit, vmap and grad of each fast path (traced values) equal the generic kernel's."""

@@ -188,6 +188,9 @@ class _Layout:
 Kernel = Callable[[Sequence[NDArray], NDArray, Axes, NDArray], None]
 
 
+#: ``alloc(shape, dtype)``: allocates a kernel's (uninitialised) result.
+Alloc = Callable[[tuple[int, ...], Any], NDArray]
+
 #: ``rows(*operand_rows, out_rows)``: a C row kernel bound to its options.
 RowsKernel = Callable[..., None]
 
@@ -393,13 +396,15 @@ def _mask(where: Array | None, x: NDArray) -> NDArray | None:
     return w
 
 
-def _forward(x: Array, axis: Axes, where: Array | None, log: bool) -> Array:
+def _forward(
+    x: Array, axis: Axes, where: Array | None, log: bool, alloc: Alloc = np.empty
+) -> Array:
     if not _applies(x) or not isinstance(axis, tuple):
         return NotImplemented
     w = _mask(where, x)
     if where is not None and w is None:
         return NotImplemented
-    out = np.empty(x.shape, dtype=x.dtype)
+    out = alloc(x.shape, x.dtype)
     ops = [x] if w is None else [x, w]
 
     def kernel(blocks: Sequence[NDArray], ob: NDArray, red: Axes, dest: NDArray) -> None:
@@ -425,13 +430,21 @@ def log_softmax(x: Array, /, *, axis: Axes, where: Array | None = None, xp: Name
     return _forward(x, axis, where, log=True)
 
 
-def _pair(kernel: Kernel, a: Array, b: Array, axis: Axes, where: Array | None, rows: str) -> Array:
+def _pair(
+    kernel: Kernel,
+    a: Array,
+    b: Array,
+    axis: Axes,
+    where: Array | None,
+    rows: str,
+    alloc: Alloc = np.empty,
+) -> Array:
     if not _applies(a, b) or a.shape != b.shape:
         return NotImplemented
     w = _mask(where, a)
     if where is not None and w is None:
         return NotImplemented
-    out = np.empty(a.shape, dtype=a.dtype)
+    out = alloc(a.shape, a.dtype)
     if w is not None:
         return _apply(kernel, [a, b, w], out, axis)
     return _apply(kernel, [a, b], out, axis, None if _rows is None else getattr(_rows, rows))
@@ -473,7 +486,7 @@ def log_softmax_vjp(
     return _pair(_log_vjp_block, l, g, axis, where, "log_vjp")
 
 
-def _jacobian(y: Array, axis: Axes, log: bool) -> Array:
+def _jacobian(y: Array, axis: Axes, log: bool, alloc: Alloc = np.empty) -> Array:
     if not _applies(y):
         return NotImplemented
     rows = _generic.to_rows(y, axis, np)  # N·C numbers: a copy here costs little
@@ -481,7 +494,7 @@ def _jacobian(y: Array, axis: Axes, log: bool) -> Array:
     c = rows.shape[-1]
     if _rows is not None and y.dtype.isnative:
         r2c = np.ascontiguousarray(np.reshape(rows, (-1, c)))
-        outc = np.empty((*batch, c, c), dtype=y.dtype)
+        outc = alloc((*batch, c, c), y.dtype)
         o2 = np.reshape(outc, (-1, c))
         step = max(1, _ROWS_TASK_BYTES // max(1, c * c * y.itemsize))
         jac = _rows.jacobian
@@ -496,7 +509,7 @@ def _jacobian(y: Array, axis: Axes, log: bool) -> Array:
     if log:
         with np.errstate(all="ignore"):  # l from no forward pass (l > log(max)) overflows quietly
             r2 = np.exp(r2)
-    out = np.empty((*batch, c, c), dtype=y.dtype)
+    out = alloc((*batch, c, c), y.dtype)
     o3 = np.reshape(out, (-1, c, c))
     n = r2.shape[0]
     bsz = max(1, _BLOCK_BYTES // max(1, c * c * y.itemsize))
@@ -528,3 +541,35 @@ def softmax_jacobian(y: Array, /, *, axis: Axes, xp: Namespace) -> Array:
 def log_softmax_jacobian(l: Array, /, *, axis: Axes, xp: Namespace) -> Array:
     """Dense ``I - 1 softmaxᵀ`` written once, in blocks, on all cores."""
     return _jacobian(l, axis, log=True)
+
+
+# -- results for other frameworks ---------------------------------------------------------------
+
+
+def aligned_empty(shape: tuple[int, ...], dtype: Any, align: int = 64) -> NDArray:
+    """An uninitialised C-contiguous array whose data starts on an ``align``-byte boundary (what
+    ``jax.dlpack.from_dlpack(copy=False)`` needs to take the buffer without copying it)."""
+    dt = np.dtype(dtype)
+    nbytes = math.prod(shape) * dt.itemsize
+    raw = np.empty(nbytes + align, dtype=np.uint8)
+    offset = -int(raw.__array_interface__["data"][0]) % align
+    out: NDArray = raw[offset : offset + nbytes].view(dt).reshape(shape)
+    return out
+
+
+def run_into(
+    name: str, arrays: Sequence[NDArray], axis: Axes, where: NDArray | None, alloc: Alloc
+) -> Any:
+    """Kernel ``name`` of this module on NumPy ``arrays``, its result allocated by ``alloc``;
+    ``NotImplemented`` where the fast path does not apply."""
+    if name in ("softmax", "log_softmax"):
+        return _forward(arrays[0], axis, where, name == "log_softmax", alloc)
+    if name in ("softmax_jacobian", "log_softmax_jacobian"):
+        return _jacobian(arrays[0], axis, name == "log_softmax_jacobian", alloc)
+    kernel, rows = {
+        "softmax_jvp": (_softmax_prod_block, "prod"),
+        "softmax_vjp": (_softmax_prod_block, "prod"),
+        "log_softmax_jvp": (_log_jvp_block, "log_jvp"),
+        "log_softmax_vjp": (_log_vjp_block, "log_vjp"),
+    }[name]
+    return _pair(kernel, arrays[0], arrays[1], axis, where, rows, alloc)
