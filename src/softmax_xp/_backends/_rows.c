@@ -202,8 +202,9 @@ SXP_INLINE double hmax_f64(f64v a) {
         for (int j = 0; j < k; j++) p[j] = v[j];                                                  \
     }                                                                                             \
                                                                                                   \
-    /* Rows of at most LANES numbers are one (padded) vector each; SHORT_GROUP rows at a time,    \
-     * so that the short dependency chains of several rows (maximum, exp, sum, scale) overlap. */ \
+    /* Rows of at most 2 * LANES numbers are nv = 1 or 2 vectors each (the last one padded);      \
+     * SHORT_GROUP rows at a time, so that the short dependency chains of several rows (maximum,  \
+     * exp, sum, scale) overlap. nv is a constant at each (inlined) call. */                      \
     SXP_INLINE V load_row_##SFX(const T *p, Py_ssize_t c, T pad) {                                \
         return c == LANES ? *(const VU *)p : load_pad_##SFX(p, c, pad);                           \
     }                                                                                             \
@@ -215,41 +216,81 @@ SXP_INLINE double hmax_f64(f64v a) {
             store_part_##SFX(p, v, c);                                                            \
     }                                                                                             \
                                                                                                   \
+    /* The row's vectors: v0 (full when nv == 2) and v1 (its last c - LANES numbers). */          \
+    SXP_INLINE void load_short_##SFX(const char *p, Py_ssize_t c, int nv, T pad, V *v0, V *v1) {  \
+        if (nv == 1) {                                                                            \
+            *v0 = load_row_##SFX((const T *)p, c, pad);                                           \
+        } else {                                                                                  \
+            *v0 = *(const VU *)p;                                                                 \
+            *v1 = load_row_##SFX((const T *)p + LANES, c - LANES, pad);                           \
+        }                                                                                         \
+    }                                                                                             \
+                                                                                                  \
+    SXP_INLINE void store_short_##SFX(char *p, Py_ssize_t c, int nv, V v0, V v1) {                \
+        if (nv == 1) {                                                                            \
+            store_row_##SFX((T *)p, v0, c);                                                       \
+        } else {                                                                                  \
+            *(VU *)p = v0;                                                                        \
+            store_row_##SFX((T *)p + LANES, v1, c - LANES);                                       \
+        }                                                                                         \
+    }                                                                                             \
+                                                                                                  \
     SXP_INLINE void forward_short_##SFX(const char *x, Py_ssize_t ldx, char *y, Py_ssize_t ldy,   \
-                                        Py_ssize_t c, int take_log) {                             \
-        V v[SHORT_GROUP], o[SHORT_GROUP];                                                         \
+                                        Py_ssize_t c, int take_log, int nv) {                     \
+        V v0[SHORT_GROUP], v1[SHORT_GROUP], o0[SHORT_GROUP], o1[SHORT_GROUP];                     \
         T m[SHORT_GROUP];                                                                         \
         for (int r = 0; r < SHORT_GROUP; r++) {                                                   \
-            v[r] = load_row_##SFX((const T *)(x + r * ldx), c, (T)-INFINITY);                     \
-            m[r] = (T)hmax_##SFX(v[r]);                                                           \
+            load_short_##SFX(x + r * ldx, c, nv, (T)-INFINITY, &v0[r], &v1[r]);                   \
+            m[r] = (T)hmax_##SFX(nv == 1 ? v0[r] : SEL(V, I, v1[r] > v0[r], v1[r], v0[r]));       \
         }                                                                                         \
         for (int r = 0; r < SHORT_GROUP; r++) {                                                   \
-            V e = vexp_##SFX(v[r] - m[r]);                                                        \
-            double s = hsum_##SFX(e);                                                             \
-            o[r] = take_log ? (v[r] - m[r]) - (T)log(s) : e * (T)(1.0 / s);                       \
-            if (!isfinite(m[r])) o[r] = BC(V, (T)NAN);                                            \
+            V e0 = vexp_##SFX(v0[r] - m[r]), e1 = e0;                                             \
+            if (nv == 2) e1 = vexp_##SFX(v1[r] - m[r]);                                           \
+            double s = hsum_##SFX(nv == 1 ? e0 : e0 + e1);                                        \
+            if (take_log) {                                                                       \
+                T ls = (T)log(s);                                                                 \
+                o0[r] = (v0[r] - m[r]) - ls;                                                      \
+                o1[r] = (v1[r] - m[r]) - ls;                                                      \
+            } else {                                                                              \
+                T inv = (T)(1.0 / s);                                                             \
+                o0[r] = e0 * inv;                                                                 \
+                o1[r] = e1 * inv;                                                                 \
+            }                                                                                     \
+            if (!isfinite(m[r])) o0[r] = o1[r] = BC(V, (T)NAN);                                   \
         }                                                                                         \
-        for (int r = 0; r < SHORT_GROUP; r++) store_row_##SFX((T *)(y + r * ldy), o[r], c);       \
+        for (int r = 0; r < SHORT_GROUP; r++) store_short_##SFX(y + r * ldy, c, nv, o0[r], o1[r]);\
     }                                                                                             \
                                                                                                   \
     /* kind 0: y * (v - <y, v>); 1: g - exp(l) sum(g); 2: v - <exp(l), v>. */                     \
     SXP_INLINE void pair_short_##SFX(int kind, const char *a, Py_ssize_t lda, const char *b,      \
-                                     Py_ssize_t ldb, char *o, Py_ssize_t ldo, Py_ssize_t c) {     \
-        V va[SHORT_GROUP], vb[SHORT_GROUP], out[SHORT_GROUP];                                     \
+                                     Py_ssize_t ldb, char *o, Py_ssize_t ldo, Py_ssize_t c,       \
+                                     int nv) {                                                    \
+        V a0[SHORT_GROUP], a1[SHORT_GROUP], b0[SHORT_GROUP], b1[SHORT_GROUP];                     \
+        V o0[SHORT_GROUP], o1[SHORT_GROUP];                                                       \
         for (int r = 0; r < SHORT_GROUP; r++) {                                                   \
-            va[r] = load_row_##SFX((const T *)(a + r * lda), c, kind == 2 ? (T)-INFINITY : (T)0); \
-            vb[r] = load_row_##SFX((const T *)(b + r * ldb), c, (T)0);                            \
+            load_short_##SFX(a + r * lda, c, nv, kind == 2 ? (T)-INFINITY : (T)0, &a0[r], &a1[r]);\
+            load_short_##SFX(b + r * ldb, c, nv, (T)0, &b0[r], &b1[r]);                           \
         }                                                                                         \
         for (int r = 0; r < SHORT_GROUP; r++) {                                                   \
             if (kind == 0) {                                                                      \
-                out[r] = va[r] * (vb[r] - (T)hsum_##SFX(va[r] * vb[r]));                          \
+                V p = a0[r] * b0[r];                                                              \
+                if (nv == 2) p += a1[r] * b1[r];                                                  \
+                T d = (T)hsum_##SFX(p);                                                           \
+                o0[r] = a0[r] * (b0[r] - d);                                                      \
+                o1[r] = a1[r] * (b1[r] - d);                                                      \
             } else if (kind == 1) {                                                               \
-                out[r] = vb[r] - vexp_##SFX(va[r]) * (T)hsum_##SFX(vb[r]);                        \
+                T s = (T)hsum_##SFX(nv == 1 ? b0[r] : b0[r] + b1[r]);                             \
+                o0[r] = b0[r] - vexp_##SFX(a0[r]) * s;                                            \
+                if (nv == 2) o1[r] = b1[r] - vexp_##SFX(a1[r]) * s;                               \
             } else {                                                                              \
-                out[r] = vb[r] - (T)hsum_##SFX(vexp_##SFX(va[r]) * vb[r]);                        \
+                V p = vexp_##SFX(a0[r]) * b0[r];                                                  \
+                if (nv == 2) p += vexp_##SFX(a1[r]) * b1[r];                                      \
+                T d = (T)hsum_##SFX(p);                                                           \
+                o0[r] = b0[r] - d;                                                                \
+                o1[r] = b1[r] - d;                                                                \
             }                                                                                     \
         }                                                                                         \
-        for (int r = 0; r < SHORT_GROUP; r++) store_row_##SFX((T *)(o + r * ldo), out[r], c);     \
+        for (int r = 0; r < SHORT_GROUP; r++) store_short_##SFX(o + r * ldo, c, nv, o0[r], o1[r]);\
     }                                                                                             \
                                                                                                   \
     SXP_INLINE T row_max_##SFX(const T *x, Py_ssize_t c) {                                        \
@@ -302,7 +343,10 @@ SXP_INLINE double hmax_f64(f64v a) {
         Py_ssize_t row = 0;                                                                       \
         if (c <= LANES)                                                                           \
             for (; row + SHORT_GROUP <= n; row += SHORT_GROUP)                                    \
-                forward_short_##SFX(x + row * ldx, ldx, y + row * ldy, ldy, c, take_log);         \
+                forward_short_##SFX(x + row * ldx, ldx, y + row * ldy, ldy, c, take_log, 1);      \
+        else if (c <= 2 * LANES)                                                                  \
+            for (; row + SHORT_GROUP <= n; row += SHORT_GROUP)                                    \
+                forward_short_##SFX(x + row * ldx, ldx, y + row * ldy, ldy, c, take_log, 2);      \
         for (; row < n; row++) {                                                                  \
             const T *xr = (const T *)(x + row * ldx);                                             \
             T *yr = (T *)(y + row * ldy);                                                         \
@@ -326,7 +370,8 @@ SXP_INLINE double hmax_f64(f64v a) {
         }                                                                                         \
     }                                                                                             \
                                                                                                   \
-    /* y * (v - <y, v>): the softmax JVP and VJP (J is symmetric). */                             \
+    /* y * (v - <y, v>): the softmax JVP and VJP (J is symmetric). Rows of two vectors take the   \
+     * general loop: measured faster there than the grouped short-row code. */                    \
     SXP_CLONES static void prod_##SFX(const char *y, Py_ssize_t ldy, const char *v,               \
                                       Py_ssize_t ldv, char *o, Py_ssize_t ldo, Py_ssize_t n,      \
                                       Py_ssize_t c) {                                             \
@@ -334,7 +379,7 @@ SXP_INLINE double hmax_f64(f64v a) {
         if (c <= LANES)                                                                           \
             for (; row + SHORT_GROUP <= n; row += SHORT_GROUP)                                    \
                 pair_short_##SFX(0, y + row * ldy, ldy, v + row * ldv, ldv, o + row * ldo,        \
-                                 ldo, c);                                                         \
+                                 ldo, c, 1);                                                      \
         for (; row < n; row++) {                                                                  \
             const T *yr = (const T *)(y + row * ldy);                                             \
             const T *vr = (const T *)(v + row * ldv);                                             \
@@ -355,7 +400,11 @@ SXP_INLINE double hmax_f64(f64v a) {
         if (c <= LANES)                                                                           \
             for (; row + SHORT_GROUP <= n; row += SHORT_GROUP)                                    \
                 pair_short_##SFX(1, l + row * ldl, ldl, g + row * ldg, ldg, o + row * ldo,        \
-                                 ldo, c);                                                         \
+                                 ldo, c, 1);                                                      \
+        else if (c <= 2 * LANES)                                                                  \
+            for (; row + SHORT_GROUP <= n; row += SHORT_GROUP)                                    \
+                pair_short_##SFX(1, l + row * ldl, ldl, g + row * ldg, ldg, o + row * ldo,        \
+                                 ldo, c, 2);                                                      \
         for (; row < n; row++) {                                                                  \
             const T *lr = (const T *)(l + row * ldl);                                             \
             const T *gr = (const T *)(g + row * ldg);                                             \
@@ -379,7 +428,11 @@ SXP_INLINE double hmax_f64(f64v a) {
         if (c <= LANES)                                                                           \
             for (; row + SHORT_GROUP <= n; row += SHORT_GROUP)                                    \
                 pair_short_##SFX(2, l + row * ldl, ldl, v + row * ldv, ldv, o + row * ldo,        \
-                                 ldo, c);                                                         \
+                                 ldo, c, 1);                                                      \
+        else if (c <= 2 * LANES)                                                                  \
+            for (; row + SHORT_GROUP <= n; row += SHORT_GROUP)                                    \
+                pair_short_##SFX(2, l + row * ldl, ldl, v + row * ldv, ldv, o + row * ldo,        \
+                                 ldo, c, 2);                                                      \
         for (; row < n; row++) {                                                                  \
             const T *lr = (const T *)(l + row * ldl);                                             \
             const T *vr = (const T *)(v + row * ldv);                                             \
