@@ -25,6 +25,7 @@ as a nested call and works on traced values.
 from __future__ import annotations
 
 import functools
+import inspect
 import math
 import threading
 from collections.abc import Callable
@@ -38,6 +39,8 @@ from . import _numpy
 
 #: Results at least this large are computed by the NumPy/C kernels (DLPack costs ~30 us a call).
 _HOST_MIN_BYTES = 1024 * 1024
+#: Zero-copy import needs ``from_dlpack(..., device=, copy=False)`` (jax 0.4.31 and later).
+_DLPACK_NO_COPY = {"device", "copy"} <= set(inspect.signature(jax.dlpack.from_dlpack).parameters)
 
 __all__ = [
     "log_softmax",
@@ -129,7 +132,7 @@ def _host(name: str, arrays: tuple[Any, ...], axis: Axes, where: Any) -> Any:
     out_bytes = arrays[0].nbytes  # the result's size: the Jacobians' is C times the input's
     if name.endswith("jacobian"):
         out_bytes *= math.prod(arrays[0].shape[a] for a in axis)
-    if out_bytes < _HOST_MIN_BYTES:
+    if out_bytes < _HOST_MIN_BYTES or not _DLPACK_NO_COPY:
         return NotImplemented
     device = _host_device(arrays if where is None else (*arrays, where))
     if device is None:

@@ -62,13 +62,14 @@ _HUGE_MIN_BYTES = 32 * 1024 * 1024
 
 def _huge_out(like: torch.Tensor, shape: tuple[int, ...] | None = None) -> torch.Tensor | None:
     """A fresh contiguous CPU buffer advised MADV_HUGEPAGE, or None where that does not apply
-    (small, not on the CPU, tracked by autograd or torch.func, under torch.compile)."""
+    (small, not a dense CPU tensor, tracked by autograd or torch.func, under torch.compile)."""
     shape = tuple(like.shape) if shape is None else shape
     nbytes = math.prod(shape) * like.element_size()
     if (
         _advise_hugepages is None
         or nbytes < _HUGE_MIN_BYTES
         or like.device.type != "cpu"
+        or like.layout != torch.strided
         or torch.compiler.is_compiling()
         or not _plain(like)
     ):
