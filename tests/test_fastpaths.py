@@ -717,9 +717,12 @@ def test_jax(
 def test_jax_large_concrete_arrays_on_the_c_kernels(
     name: str, masked: bool, dtype: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Concrete CPU arrays of 1 MiB and more run the NumPy/C kernels on zero-copy views and come
-    back through DLPack (aligned, on the input's device); under jit the same call runs XLA."""
+    """Concrete CPU arrays with large results run the NumPy/C kernels on zero-copy views and come
+    back through DLPack (aligned, on the input's device); under jit the same call runs XLA. The
+    size threshold is lowered to 1 MiB here to keep the arrays small."""
     from softmax_xp._backends import _jax, _numpy
+
+    monkeypatch.setattr(_jax, "_HOST_MIN_BYTES", 1024 * 1024)
 
     calls: list[str] = []
     run_into = _numpy.run_into

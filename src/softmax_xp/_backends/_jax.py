@@ -11,15 +11,17 @@ Jacobian into one write of its output. The unmasked forward is the plain ``exp(x
 (the program of ``jax.nn.softmax``): the generic kernel first replaces a non-finite maximum by
 NaN, so that NumPy never evaluates ``inf - inf`` and warns, and that guard costs XLA an extra
 select per element (measured +18% at 1024x32768 float32); JAX raises no floating-point
-warnings, and ``inf - inf`` gives the same NaN slice. Concrete (eager) arrays of 1 MiB and more on a single CPU device skip XLA altogether: they are
-viewed as NumPy arrays without a copy, computed by the NumPy fast path (the fused C row kernels,
-``_numpy.py``) into a 64-byte aligned buffer, and handed back to JAX without a copy by DLPack. XLA's
-CPU programs for these kernels make separate passes for the reductions and the elementwise parts
-(measured, 1024x32768 float32: jit(jax.nn.softmax) 56-63 ms, the C kernels 18 ms). Traced
-values (under ``jit``, ``grad``, ``vmap``, ...), other devices, sharded arrays and small arrays
-(where DLPack's ~30 us per call would dominate) take the jitted path. Eager callers skip op-by-op dispatch; inside an outer
-trace (``jit``, ``grad``, ``vmap``, the ``custom_jvp`` of layer 4) the jitted function is inlined
-as a nested call and works on traced values.
+warnings, and ``inf - inf`` gives the same NaN slice.
+
+Concrete (eager) arrays whose result is 32 MiB or more, on a single CPU device, skip XLA: they
+are viewed as NumPy arrays without a copy, computed by the NumPy fast path (the fused C row
+kernels of ``_numpy.py``) into a 64-byte aligned buffer, and handed back to JAX by DLPack without
+a copy. XLA's CPU programs for these kernels take separate passes for the reductions and the
+elementwise parts (measured, 1024x32768 float32: jit(jax.nn.softmax) 57 ms, this path 21 ms).
+Traced values (under ``jit``, ``grad``, ``vmap``, ...), other devices, sharded arrays and smaller
+results (where XLA was measured as fast or faster) take the jitted path. Eager callers skip
+op-by-op dispatch; inside an outer trace (``jit``, ``grad``, ``vmap``, the ``custom_jvp`` of
+layer 4) the jitted function is inlined as a nested call and works on traced values.
 """
 
 from __future__ import annotations
@@ -37,8 +39,11 @@ import numpy as np
 from .. import _generic
 from . import _numpy
 
-#: Results at least this large are computed by the NumPy/C kernels (DLPack costs ~30 us a call).
-_HOST_MIN_BYTES = 1024 * 1024
+#: Results at least this large are computed by the NumPy/C kernels. Measured crossover (one
+#: `softmax-xp bench` run on the 2-core test machine): at 16 MiB and below XLA's own programs were
+#: as fast or faster (its buffers are reused, its thread pool already awake); from 32 MiB up the
+#: C kernels took 0.4-0.7x the time of jit(jax.nn.softmax) and of the jitted jax.vjp backward.
+_HOST_MIN_BYTES = 32 * 1024 * 1024
 #: Zero-copy import needs ``from_dlpack(..., device=, copy=False)`` (jax 0.4.31 and later).
 _DLPACK_NO_COPY = {"device", "copy"} <= set(inspect.signature(jax.dlpack.from_dlpack).parameters)
 
