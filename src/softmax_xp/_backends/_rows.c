@@ -13,10 +13,11 @@
  *
  * Arithmetic matches the generic kernels (softmax_xp._generic), NaN placement included: a row
  * whose maximum is not finite is NaN throughout; a NaN anywhere makes the sum NaN and so the row.
- * Sums and dot products accumulate in double (16 lanes), which is at least as accurate as the
- * float32 sums of the generic code. exp is our own (below), branch-free so that the loops
- * vectorise; on x86-64 Linux with GCC each kernel is compiled for AVX-512, AVX2+FMA and baseline
- * SSE2, and the loader picks the best the CPU has.
+ * Sums and dot products accumulate in blocks whose totals are added in double: at least as
+ * accurate as the pairwise float32 sums of the generic code (the short-row code sums its rows
+ * of at most 32 numbers as a tree in the row's dtype). exp is our own (below), branch-free so
+ * that the loops vectorise; on x86-64 Linux with GCC each kernel is compiled for AVX-512,
+ * AVX2+FMA and baseline SSE2, and the loader picks the best the CPU has.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -72,7 +73,8 @@ typedef int64_t i64x2 __attribute__((vector_size(16)));
  * two powers of two 2^(n/2) 2^(n - n/2) built from their bit patterns, so that results in the
  * subnormal range round once. Rounding to an integer adds and subtracts 1.5 * 2^23 (2^52), whose
  * low mantissa bits then hold n: no float-to-int conversion (none is defined for NaN). Inputs
- * are clamped to where the result is 0 or inf anyway; NaN passes through (the polynomial is NaN). Measured against
+ * are clamped to where the result is 0 or inf anyway; NaN passes through (the polynomial is
+ * NaN). Measured against
  * float64 exp over the whole range: at most 1 ulp (tests/test_fastpaths.py).
  * ------------------------------------------------------------------------------------------- */
 
@@ -140,6 +142,17 @@ SXP_INLINE double hsum_f32(f32v a) {
     f64v hi = __builtin_convertvector(HALF(a, 8, 9, 10, 11, 12, 13, 14, 15), f64v);
     return hsum_f64(lo + hi);
 }
+
+/* The same in the vector's own precision: the short-row code's per-row sums of at most 32
+ * numbers (a tree of 4 or 5 roundings, as in a pairwise sum). */
+SXP_INLINE float hsum_short_f32(f32v a) {
+    f32x8 b = HALF(a, 0, 1, 2, 3, 4, 5, 6, 7) + HALF(a, 8, 9, 10, 11, 12, 13, 14, 15);
+    f32x4 c = HALF(b, 0, 1, 2, 3) + HALF(b, 4, 5, 6, 7);
+    f32x2 d = HALF(c, 0, 1) + HALF(c, 2, 3);
+    return d[0] + d[1];
+}
+
+SXP_INLINE double hsum_short_f64(f64v a) { return hsum_f64(a); }
 
 SXP_INLINE float hmax_f32(f32v a) {
     f32x8 lo8 = HALF(a, 0, 1, 2, 3, 4, 5, 6, 7), hi8 = HALF(a, 8, 9, 10, 11, 12, 13, 14, 15);
@@ -246,7 +259,7 @@ SXP_INLINE double hmax_f64(f64v a) {
         for (int r = 0; r < SHORT_GROUP; r++) {                                                   \
             V e0 = vexp_##SFX(v0[r] - m[r]), e1 = e0;                                             \
             if (nv == 2) e1 = vexp_##SFX(v1[r] - m[r]);                                           \
-            double s = hsum_##SFX(nv == 1 ? e0 : e0 + e1);                                        \
+            double s = hsum_short_##SFX(nv == 1 ? e0 : e0 + e1);                                  \
             if (take_log) {                                                                       \
                 T ls = (T)log(s);                                                                 \
                 o0[r] = (v0[r] - m[r]) - ls;                                                      \
@@ -275,17 +288,17 @@ SXP_INLINE double hmax_f64(f64v a) {
             if (kind == 0) {                                                                      \
                 V p = a0[r] * b0[r];                                                              \
                 if (nv == 2) p += a1[r] * b1[r];                                                  \
-                T d = (T)hsum_##SFX(p);                                                           \
+                T d = (T)hsum_short_##SFX(p);                                                     \
                 o0[r] = a0[r] * (b0[r] - d);                                                      \
                 o1[r] = a1[r] * (b1[r] - d);                                                      \
             } else if (kind == 1) {                                                               \
-                T s = (T)hsum_##SFX(nv == 1 ? b0[r] : b0[r] + b1[r]);                             \
+                T s = (T)hsum_short_##SFX(nv == 1 ? b0[r] : b0[r] + b1[r]);                       \
                 o0[r] = b0[r] - vexp_##SFX(a0[r]) * s;                                            \
                 if (nv == 2) o1[r] = b1[r] - vexp_##SFX(a1[r]) * s;                               \
             } else {                                                                              \
                 V p = vexp_##SFX(a0[r]) * b0[r];                                                  \
                 if (nv == 2) p += vexp_##SFX(a1[r]) * b1[r];                                      \
-                T d = (T)hsum_##SFX(p);                                                           \
+                T d = (T)hsum_short_##SFX(p);                                                     \
                 o0[r] = b0[r] - d;                                                                \
                 o1[r] = b1[r] - d;                                                                \
             }                                                                                     \
@@ -474,25 +487,27 @@ SXP_INLINE double hmax_f64(f64v a) {
 
 /* The per-vector steps of the reductions (the row pointers x, y, a, b and the maximum m are
  * those of the function they expand in). */
-#define EXPSUM_STORE_OP(SFX, T, V, VU, i, acc)                                                                   \
+#define EXPSUM_STORE_OP(SFX, T, V, VU, i, acc)                                                    \
     do {                                                                                          \
         V e_ = vexp_##SFX(*(const VU *)(x + (i)) - m);                                            \
         *(VU *)(y + (i)) = e_;                                                                    \
         acc += e_;                                                                                \
     } while (0)
-#define EXPSUM_STORE_TAIL(SFX, T, V, VU, i, k, acc)                                                              \
+#define EXPSUM_STORE_TAIL(SFX, T, V, VU, i, k, acc)                                               \
     do {                                                                                          \
         V e_ = vexp_##SFX(load_pad_##SFX(x + (i), (k), (T)-INFINITY) - m);                        \
         store_part_##SFX(y + (i), e_, (k));                                                       \
         acc += e_;                                                                                \
     } while (0)
 #define EXPSUM_OP(SFX, T, V, VU, i, acc) acc += vexp_##SFX(*(const VU *)(x + (i)) - m)
-#define EXPSUM_TAIL(SFX, T, V, VU, i, k, acc) acc += vexp_##SFX(load_pad_##SFX(x + (i), (k), (T)-INFINITY) - m)
+#define EXPSUM_TAIL(SFX, T, V, VU, i, k, acc)                                                     \
+    acc += vexp_##SFX(load_pad_##SFX(x + (i), (k), (T)-INFINITY) - m)
 #define DOT_OP(SFX, T, V, VU, i, acc) acc += *(const VU *)(a + (i)) * *(const VU *)(b + (i))
-#define DOT_TAIL(SFX, T, V, VU, i, k, acc)                                                                       \
+#define DOT_TAIL(SFX, T, V, VU, i, k, acc)                                                        \
     acc += load_pad_##SFX(a + (i), (k), (T)0) * load_pad_##SFX(b + (i), (k), (T)0)
-#define EXPDOT_OP(SFX, T, V, VU, i, acc) acc += vexp_##SFX(*(const VU *)(a + (i))) * *(const VU *)(b + (i))
-#define EXPDOT_TAIL(SFX, T, V, VU, i, k, acc)                                                                    \
+#define EXPDOT_OP(SFX, T, V, VU, i, acc)                                                          \
+    acc += vexp_##SFX(*(const VU *)(a + (i))) * *(const VU *)(b + (i))
+#define EXPDOT_TAIL(SFX, T, V, VU, i, k, acc)                                                     \
     acc += vexp_##SFX(load_pad_##SFX(a + (i), (k), (T)-INFINITY)) *                               \
            load_pad_##SFX(b + (i), (k), (T)0)
 #define SUM_OP(SFX, T, V, VU, i, acc) acc += *(const VU *)(a + (i))
@@ -617,7 +632,8 @@ static PyObject *py_jacobian(PyObject *self, PyObject *args) {
         release(b, 2);
         return NULL;
     }
-    void *scratch = take_log ? PyMem_RawMalloc((size_t)(c > 0 ? c : 1) * (size_t)b[0].itemsize) : NULL;
+    size_t scratch_bytes = (size_t)(c > 0 ? c : 1) * (size_t)b[0].itemsize;
+    void *scratch = take_log ? PyMem_RawMalloc(scratch_bytes) : NULL;
     if (take_log && scratch == NULL) {
         release(b, 2);
         return PyErr_NoMemory();
@@ -678,7 +694,8 @@ static PyMethodDef methods[] = {
     {"forward", py_forward, METH_VARARGS,
      "forward(x, out, log): softmax (log_softmax if log) of each row of x into out."},
     {"prod", py_prod, METH_VARARGS, "prod(y, v, out): out = y * (v - <y, v>) per row."},
-    {"log_vjp", py_log_vjp, METH_VARARGS, "log_vjp(l, g, out): out = g - exp(l) * sum(g) per row."},
+    {"log_vjp", py_log_vjp, METH_VARARGS,
+     "log_vjp(l, g, out): out = g - exp(l) * sum(g) per row."},
     {"log_jvp", py_log_jvp, METH_VARARGS, "log_jvp(l, v, out): out = v - <exp(l), v> per row."},
     {"jacobian", py_jacobian, METH_VARARGS,
      "jacobian(y, out, log): dense Jacobians of the rows of y (n, c) into out (n * c, c)."},
