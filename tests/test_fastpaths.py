@@ -671,6 +671,17 @@ def _jax_dtype(dtype: str) -> Iterator[Any]:
         yield jax
 
 
+def _kernel_inputs(
+    name: str, shape: tuple[int, ...], axis: tuple[int, ...], seed: int
+) -> list[Any]:
+    """float64 inputs of kernel ``name``: logits with special values, or forward outputs (and
+    tangents / cotangents with special values)."""
+    if name in FORWARD:
+        return [_data(shape, seed, special=True)]
+    pair = _pair_inputs(name, shape, axis, "float64")
+    return pair[:1] if name in JACOBIANS else pair
+
+
 def _run_jax(name: str, arrays: list[Any], axis: tuple[int, ...], where: Any = None) -> Any:
     from softmax_xp._backends import _jax
 
@@ -695,13 +706,9 @@ def test_jax(
 ) -> None:
     with _jax_dtype(dtype) as jax:
         jnp = jax.numpy
-        if name in FORWARD:
-            arrays = [_data(shape, 30, special=True)]
-        elif name in JACOBIANS:
-            arrays = _pair_inputs(name, shape, axis, "float64")[:1]
+        arrays = _kernel_inputs(name, shape, axis, 30)
+        if name in JACOBIANS:
             arrays[0][0, ...] = np.nan
-        else:
-            arrays = _pair_inputs(name, shape, axis, "float64")
         ja = [jnp.asarray(a, dtype=dtype) for a in arrays]
         w = jnp.asarray(_mask(shape, 31)) if masked else None
         fast, ref = _run_jax(name, ja, axis, w)
@@ -735,12 +742,7 @@ def test_jax_large_concrete_arrays_on_the_c_kernels(
     shape, axis = ((24, 160), (1,)) if name in JACOBIANS else ((600, 520), (1,))  # >= 1 MiB results
     with _jax_dtype(dtype) as jax:
         jnp = jax.numpy
-        if name in FORWARD:
-            arrays = [_data(shape, 60, special=True)]
-        elif name in JACOBIANS:
-            arrays = _pair_inputs(name, shape, axis, "float64")[:1]
-        else:
-            arrays = _pair_inputs(name, shape, axis, "float64")
+        arrays = _kernel_inputs(name, shape, axis, 60)
         ja = [jnp.asarray(a, dtype=dtype) for a in arrays]
         w = jnp.asarray(_mask(shape, 61)) if masked else None
         assert ja[0].nbytes * (shape[1] if name in JACOBIANS else 1) >= _jax._HOST_MIN_BYTES

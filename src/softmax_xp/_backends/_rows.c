@@ -383,77 +383,48 @@ SXP_INLINE double hmax_f64(f64v a) {
         }                                                                                         \
     }                                                                                             \
                                                                                                   \
-    /* y * (v - <y, v>): the softmax JVP and VJP (J is symmetric). Rows of two vectors take the   \
-     * general loop: measured faster there than the grouped short-row code. */                    \
-    SXP_CLONES static void prod_##SFX(const char *y, Py_ssize_t ldy, const char *v,               \
-                                      Py_ssize_t ldv, char *o, Py_ssize_t ldo, Py_ssize_t n,      \
+    /* The JVP/VJP kernels on n rows, each a reduction then an elementwise pass:                  \
+     *   kind 0: y * (v - <y, v>), the softmax JVP and VJP (J is symmetric);                      \
+     *   kind 1: g - exp(l) * sum(g), the log_softmax VJP;                                        \
+     *   kind 2: v - <exp(l), v>, the log_softmax JVP.                                            \
+     * Rows of at most two vectors go four at a time (kind 0: one vector only; its rows of two    \
+     * were measured faster in the general loop). */                                              \
+    SXP_CLONES static void pair_##SFX(int kind, const char *a, Py_ssize_t lda, const char *b,     \
+                                      Py_ssize_t ldb, char *o, Py_ssize_t ldo, Py_ssize_t n,      \
                                       Py_ssize_t c) {                                             \
         Py_ssize_t row = 0;                                                                       \
         if (c <= LANES)                                                                           \
             for (; row + SHORT_GROUP <= n; row += SHORT_GROUP)                                    \
-                pair_short_##SFX(0, y + row * ldy, ldy, v + row * ldv, ldv, o + row * ldo,        \
-                                 ldo, c, 1);                                                      \
-        for (; row < n; row++) {                                                                  \
-            const T *yr = (const T *)(y + row * ldy);                                             \
-            const T *vr = (const T *)(v + row * ldv);                                             \
-            T *or_ = (T *)(o + row * ldo);                                                        \
-            T d = (T)row_dot_##SFX(yr, vr, c);                                                    \
-            Py_ssize_t i = 0;                                                                     \
-            for (; i + LANES <= c; i += LANES)                                                    \
-                *(VU *)(or_ + i) = *(const VU *)(yr + i) * (*(const VU *)(vr + i) - d);           \
-            for (; i < c; i++) or_[i] = yr[i] * (vr[i] - d);                                      \
-        }                                                                                         \
-    }                                                                                             \
-                                                                                                  \
-    /* g - exp(l) * sum(g): the log_softmax VJP. */                                               \
-    SXP_CLONES static void log_vjp_##SFX(const char *l, Py_ssize_t ldl, const char *g,            \
-                                         Py_ssize_t ldg, char *o, Py_ssize_t ldo, Py_ssize_t n,   \
-                                         Py_ssize_t c) {                                          \
-        Py_ssize_t row = 0;                                                                       \
-        if (c <= LANES)                                                                           \
+                pair_short_##SFX(kind, a + row * lda, lda, b + row * ldb, ldb, o + row * ldo, ldo,\
+                                 c, 1);                                                           \
+        else if (c <= 2 * LANES && kind != 0)                                                     \
             for (; row + SHORT_GROUP <= n; row += SHORT_GROUP)                                    \
-                pair_short_##SFX(1, l + row * ldl, ldl, g + row * ldg, ldg, o + row * ldo,        \
-                                 ldo, c, 1);                                                      \
-        else if (c <= 2 * LANES)                                                                  \
-            for (; row + SHORT_GROUP <= n; row += SHORT_GROUP)                                    \
-                pair_short_##SFX(1, l + row * ldl, ldl, g + row * ldg, ldg, o + row * ldo,        \
-                                 ldo, c, 2);                                                      \
+                pair_short_##SFX(kind, a + row * lda, lda, b + row * ldb, ldb, o + row * ldo, ldo,\
+                                 c, 2);                                                           \
         for (; row < n; row++) {                                                                  \
-            const T *lr = (const T *)(l + row * ldl);                                             \
-            const T *gr = (const T *)(g + row * ldg);                                             \
+            const T *ar = (const T *)(a + row * lda);                                             \
+            const T *br = (const T *)(b + row * ldb);                                             \
             T *or_ = (T *)(o + row * ldo);                                                        \
-            T s = (T)row_sum_##SFX(gr, c);                                                        \
             Py_ssize_t i = 0;                                                                     \
-            for (; i + LANES <= c; i += LANES)                                                    \
-                *(VU *)(or_ + i) = *(const VU *)(gr + i) - vexp_##SFX(*(const VU *)(lr + i)) * s; \
-            if (i < c) {                                                                          \
-                V e = vexp_##SFX(load_pad_##SFX(lr + i, c - i, (T)0));                            \
-                store_part_##SFX(or_ + i, load_pad_##SFX(gr + i, c - i, (T)0) - e * s, c - i);    \
+            if (kind == 0) {                                                                      \
+                T d = (T)row_dot_##SFX(ar, br, c);                                                \
+                for (; i + LANES <= c; i += LANES)                                                \
+                    *(VU *)(or_ + i) = *(const VU *)(ar + i) * (*(const VU *)(br + i) - d);       \
+                for (; i < c; i++) or_[i] = ar[i] * (br[i] - d);                                  \
+            } else if (kind == 1) {                                                               \
+                T s = (T)row_sum_##SFX(br, c);                                                    \
+                for (; i + LANES <= c; i += LANES)                                                \
+                    *(VU *)(or_ + i) =                                                            \
+                        *(const VU *)(br + i) - vexp_##SFX(*(const VU *)(ar + i)) * s;            \
+                if (i < c) {                                                                      \
+                    V e = vexp_##SFX(load_pad_##SFX(ar + i, c - i, (T)0));                        \
+                    store_part_##SFX(or_ + i, load_pad_##SFX(br + i, c - i, (T)0) - e * s, c - i);\
+                }                                                                                 \
+            } else {                                                                              \
+                T d = (T)row_expdot_##SFX(ar, br, c);                                             \
+                for (; i + LANES <= c; i += LANES) *(VU *)(or_ + i) = *(const VU *)(br + i) - d;  \
+                for (; i < c; i++) or_[i] = br[i] - d;                                            \
             }                                                                                     \
-        }                                                                                         \
-    }                                                                                             \
-                                                                                                  \
-    /* v - <exp(l), v>: the log_softmax JVP. */                                                   \
-    SXP_CLONES static void log_jvp_##SFX(const char *l, Py_ssize_t ldl, const char *v,            \
-                                         Py_ssize_t ldv, char *o, Py_ssize_t ldo, Py_ssize_t n,   \
-                                         Py_ssize_t c) {                                          \
-        Py_ssize_t row = 0;                                                                       \
-        if (c <= LANES)                                                                           \
-            for (; row + SHORT_GROUP <= n; row += SHORT_GROUP)                                    \
-                pair_short_##SFX(2, l + row * ldl, ldl, v + row * ldv, ldv, o + row * ldo,        \
-                                 ldo, c, 1);                                                      \
-        else if (c <= 2 * LANES)                                                                  \
-            for (; row + SHORT_GROUP <= n; row += SHORT_GROUP)                                    \
-                pair_short_##SFX(2, l + row * ldl, ldl, v + row * ldv, ldv, o + row * ldo,        \
-                                 ldo, c, 2);                                                      \
-        for (; row < n; row++) {                                                                  \
-            const T *lr = (const T *)(l + row * ldl);                                             \
-            const T *vr = (const T *)(v + row * ldv);                                             \
-            T *or_ = (T *)(o + row * ldo);                                                        \
-            T d = (T)row_expdot_##SFX(lr, vr, c);                                                 \
-            Py_ssize_t i = 0;                                                                     \
-            for (; i + LANES <= c; i += LANES) *(VU *)(or_ + i) = *(const VU *)(vr + i) - d;      \
-            for (; i < c; i++) or_[i] = vr[i] - d;                                                \
         }                                                                                         \
     }                                                                                             \
                                                                                                   \
@@ -581,34 +552,32 @@ static PyObject *py_forward(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
-typedef void (*pair_fn)(const char *, Py_ssize_t, const char *, Py_ssize_t, char *, Py_ssize_t,
-                        Py_ssize_t, Py_ssize_t);
-
-static PyObject *run_pair(PyObject *args, const char *fmt, pair_fn f32, pair_fn f64) {
+static PyObject *run_pair(PyObject *args, const char *fmt, int kind) {
     PyObject *objs[3];
     if (!PyArg_ParseTuple(args, fmt, &objs[0], &objs[1], &objs[2])) return NULL;
     Py_buffer b[3];
-    int kind = get_rows(objs, b, 3);
-    if (kind < 0) return NULL;
-    pair_fn f = kind == 0 ? f32 : f64;
+    int dtype = get_rows(objs, b, 3);
+    if (dtype < 0) return NULL;
     Py_BEGIN_ALLOW_THREADS;
-    f(b[0].buf, b[0].strides[0], b[1].buf, b[1].strides[0], b[2].buf, b[2].strides[0],
-      b[0].shape[0], b[0].shape[1]);
+    if (dtype == 0)
+        pair_f32(kind, b[0].buf, b[0].strides[0], b[1].buf, b[1].strides[0], b[2].buf,
+                 b[2].strides[0], b[0].shape[0], b[0].shape[1]);
+    else
+        pair_f64(kind, b[0].buf, b[0].strides[0], b[1].buf, b[1].strides[0], b[2].buf,
+                 b[2].strides[0], b[0].shape[0], b[0].shape[1]);
     Py_END_ALLOW_THREADS;
     release(b, 3);
     Py_RETURN_NONE;
 }
 
-static PyObject *py_prod(PyObject *self, PyObject *args) {
-    return run_pair(args, "OOO:prod", prod_f32, prod_f64);
-}
+static PyObject *py_prod(PyObject *self, PyObject *args) { return run_pair(args, "OOO:prod", 0); }
 
 static PyObject *py_log_vjp(PyObject *self, PyObject *args) {
-    return run_pair(args, "OOO:log_vjp", log_vjp_f32, log_vjp_f64);
+    return run_pair(args, "OOO:log_vjp", 1);
 }
 
 static PyObject *py_log_jvp(PyObject *self, PyObject *args) {
-    return run_pair(args, "OOO:log_jvp", log_jvp_f32, log_jvp_f64);
+    return run_pair(args, "OOO:log_jvp", 2);
 }
 
 static PyObject *py_jacobian(PyObject *self, PyObject *args) {
