@@ -88,6 +88,13 @@ def _numpy_layout(a: np.ndarray, layout: str) -> np.ndarray:
         return view
     if layout == "transposed":  # C-order data viewed transposed
         return np.ascontiguousarray(a.T).T
+    if layout == "flipud":  # rows in reverse order: a negative row stride, contiguous rows
+        return np.ascontiguousarray(a[::-1])[::-1]
+    if layout == "unaligned":  # a copy whose data starts one byte off its dtype's alignment
+        raw = np.zeros(a.nbytes + 1, dtype=np.uint8)
+        view = raw[1:].view(a.dtype).reshape(a.shape)
+        view[...] = a
+        return view
     raise AssertionError(layout)
 
 
@@ -133,7 +140,7 @@ def _quiet() -> Iterator[None]:
 
 # -- NumPy ---------------------------------------------------------------------------------------
 
-NP_LAYOUTS = ["c", "f", "neg", "strided", "transposed"]
+NP_LAYOUTS = ["c", "f", "neg", "strided", "transposed", "flipud", "unaligned"]
 
 
 def _np_fast() -> Any:

@@ -196,9 +196,10 @@ RowsKernel = Callable[..., None]
 
 
 def _rows_apply(lay: _Layout) -> bool:
-    """Whether the C kernels can take these views: 2-D, contiguous native-endian rows."""
+    """Whether the C kernels can take these views: 2-D, aligned, contiguous native-endian rows."""
     return lay.red == (1,) and all(
-        v.dtype.isnative and (v.strides[1] == v.itemsize or v.shape[1] == 1) for v in lay.views
+        v.dtype.isnative and v.flags.aligned and (v.strides[1] == v.itemsize or v.shape[1] == 1)
+        for v in lay.views
     )
 
 
@@ -492,7 +493,7 @@ def _jacobian(y: Array, axis: Axes, log: bool, alloc: Alloc = np.empty) -> Array
     rows = _generic.to_rows(y, axis, np)  # N·C numbers: a copy here costs little
     batch = rows.shape[:-1]
     c = rows.shape[-1]
-    if _rows is not None and y.dtype.isnative:
+    if _rows is not None and y.dtype.isnative and y.flags.aligned:
         r2c = np.ascontiguousarray(np.reshape(rows, (-1, c)))
         outc = alloc((*batch, c, c), y.dtype)
         o2 = np.reshape(outc, (-1, c))
