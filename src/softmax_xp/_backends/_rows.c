@@ -108,17 +108,17 @@ SXP_INLINE f64v vexp_f64(f64v x) {
     f64v n = t - shifter;
     f64v r = xc - n * 6.93147180369123816490e-01; /* ln 2 to 32 bits (fdlibm's split) */
     r = r - n * 1.90821492927058770002e-10;
-    f64v p = BC(f64v, 1.0 / 6227020800.0); /* 1/13! */
-    p = p * r + 1.0 / 479001600.0;
-    p = p * r + 1.0 / 39916800.0;
-    p = p * r + 1.0 / 3628800.0;
-    p = p * r + 1.0 / 362880.0;
-    p = p * r + 1.0 / 40320.0;
-    p = p * r + 1.0 / 5040.0;
-    p = p * r + 1.0 / 720.0;
-    p = p * r + 1.0 / 120.0;
-    p = p * r + 1.0 / 24.0;
-    p = p * r + 1.0 / 6.0;
+    /* Terms r^4/4! .. r^13/13! as h(r) r^4, h by Estrin's scheme (four multiply-adds deep, not
+     * nine: short rows are bound by this chain's latency); the last four steps by Horner's, which
+     * keeps the rounding of the large low-order terms as good as plain Horner (h's own rounding
+     * is scaled down by r^4/4! < 6e-4). */
+    f64v r2 = r * r, r4 = r2 * r2;
+    f64v e0 = r * (1.0 / 120.0) + 1.0 / 24.0, e1 = r * (1.0 / 5040.0) + 1.0 / 720.0;
+    f64v e2 = r * (1.0 / 362880.0) + 1.0 / 40320.0;
+    f64v e3 = r * (1.0 / 39916800.0) + 1.0 / 3628800.0;
+    f64v e4 = r * (1.0 / 6227020800.0) + 1.0 / 479001600.0; /* 1/13!, 1/12! */
+    f64v h = (e0 + e1 * r2) + (e2 + e3 * r2) * r4 + e4 * (r4 * r4);
+    f64v p = h * r + 1.0 / 6.0;
     p = p * r + 0.5;
     p = p * r + 1.0;
     p = p * r + 1.0;
