@@ -16,9 +16,10 @@ Every kernel is memory-bound, so the aim is to move each byte once:
 - **Fused C row kernels** (``_rows.c``, built with the package where a C compiler is found).
   Unmasked float32/float64 kernels whose slices are contiguous rows go to C, where the maximum,
   ``exp`` and its sum, and the scaling take three passes over a row (two read it from cache), with
-  one vectorised ``exp`` and double accumulators: the copy's memory traffic, and no per-row Python
-  or ufunc overhead, so short rows cost no more per byte than long ones. Everything else (masks,
-  strided slices, a build without the extension) takes the NumPy ufunc path below.
+  one vectorised ``exp`` and block sums totalled in double: the copy's memory traffic, and no
+  per-row Python or ufunc overhead (rows of up to two vectors go four at a time). Everything else
+  (masks, slices that are not contiguous rows, unaligned or byte-swapped data, a build without the
+  extension) takes the NumPy ufunc path below.
 - **Short rows.** A NumPy reduction over a short contiguous axis (say 16 numbers) costs far more
   than the bytes it reads. Blocks of such rows are copied transposed into cache-sized scratch,
   where every reduction runs across rows (vectorised), and copied back.
