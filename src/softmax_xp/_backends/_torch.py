@@ -27,7 +27,7 @@ form is used instead.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -60,18 +60,22 @@ _FLOATS = (torch.float32, torch.float64)
 _HUGE_MIN_BYTES = 32 * 1024 * 1024
 
 
-def _huge_out(like: torch.Tensor, shape: tuple[int, ...] | None = None) -> torch.Tensor | None:
-    """A fresh contiguous CPU buffer advised MADV_HUGEPAGE, or None where that does not apply
-    (small, not a dense CPU tensor, tracked by autograd or torch.func, under torch.compile)."""
+def _huge_out(
+    like: torch.Tensor, shape: tuple[int, ...] | None = None, others: Sequence[torch.Tensor] = ()
+) -> torch.Tensor | None:
+    """A fresh contiguous CPU buffer advised MADV_HUGEPAGE for a result computed from ``like``
+    and ``others``, or None where that does not apply (small, not dense CPU tensors, any operand
+    tracked by autograd or torch.func, under torch.compile): ``out=`` overloads refuse autograd."""
     shape = tuple(like.shape) if shape is None else shape
     nbytes = math.prod(shape) * like.element_size()
     if (
         _advise_hugepages is None
         or nbytes < _HUGE_MIN_BYTES
-        or like.device.type != "cpu"
-        or like.layout != torch.strided
         or torch.compiler.is_compiling()
-        or not _plain(like)
+        or not all(
+            t.device.type == "cpu" and t.layout == torch.strided and _plain(t)
+            for t in (like, *others)
+        )
     ):
         return None
     out = torch.empty(shape, dtype=like.dtype)
@@ -149,7 +153,7 @@ def _softmax_product(y: Array, v: Array, axis: Axes) -> Array:
         return NotImplemented
 
     def fn(a: list[torch.Tensor], dim: int) -> torch.Tensor:
-        out = _huge_out(a[0])
+        out = _huge_out(a[0], others=a[1:])
         if out is not None:
             return torch.ops.aten._softmax_backward_data.out(  # type: ignore[no-any-return]
                 a[1], a[0], dim, a[0].dtype, grad_input=out
@@ -183,7 +187,7 @@ def log_softmax_vjp(
         return NotImplemented
 
     def fn(a: list[torch.Tensor], dim: int) -> torch.Tensor:
-        out = _huge_out(a[0])
+        out = _huge_out(a[0], others=a[1:])
         if out is not None:
             return torch.ops.aten._log_softmax_backward_data.out(  # type: ignore[no-any-return]
                 a[1], a[0], dim, a[0].dtype, out=out
