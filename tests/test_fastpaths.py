@@ -13,6 +13,8 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import subprocess
+import sys
 import threading
 import tracemalloc
 from collections.abc import Callable, Iterator
@@ -396,15 +398,40 @@ def test_numpy_declines_what_it_does_not_cover() -> None:
     assert fast.softmax(np.ones((0, 3), dtype=np.float32), axis=(1,), xp=xp) is NotImplemented
 
 
-ROW_LENGTHS = [1, 2, 7, 8, 9, 15, 16, 17, 31, 33, 100, 1000]
+# Around every vector width (2, 4, 8, 16 lanes) and twice it (the short-row code's limit).
+ROW_LENGTHS = [1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 24, 31, 32, 33, 64, 65, 100, 1000]
 
 
+def _isa_levels() -> tuple[str, ...]:
+    rows = _np_fast()._rows
+    return ("none",) if rows is None else tuple(rows.isa_levels())
+
+
+@pytest.fixture(params=_isa_levels())
+def isa_level(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Run a C-kernel test at each instruction-set level this CPU and build have (AVX-512, AVX2,
+    SSE2 on x86-64; NEON on aarch64), as on a CPU whose best level that is."""
+    rows = _np_fast()._rows
+    if rows is None:
+        if os.environ.get("SOFTMAX_XP_REQUIRE_ROWS") == "1":
+            pytest.fail("the C row kernels (softmax_xp._backends._rows) were not built")
+        pytest.skip("built without the C row kernels")
+    previous = rows.use_isa(request.param)
+    try:
+        assert rows.isa() == request.param
+        yield request.param
+    finally:
+        rows.use_isa(previous)
+
+
+@pytest.mark.usefixtures("isa_level")
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("c", ROW_LENGTHS)
 @pytest.mark.parametrize("name", FORWARD + PAIRS)
 def test_numpy_c_rows_every_length(name: str, c: int, dtype: str, np_path: _RowsSpy | None) -> None:
-    """Rows of every length around the vector widths (16 floats, 8 doubles): full vectors and
-    the padded last part, each with +-inf and NaN; the C kernels are the ones that ran."""
+    """Rows of every length around the vector widths, at every instruction-set level: full
+    vectors and the padded last part, each with +-inf and NaN; the C kernels are the ones that
+    ran."""
     shape = (6, c)
     if name in FORWARD:
         arrays = [_data(shape, 30 + c, special=True).astype(dtype)]
@@ -431,10 +458,12 @@ def test_numpy_c_rows_only_where_they_apply(
     assert np_path.calls == 0
 
 
+@pytest.mark.usefixtures("isa_level")
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_numpy_c_exp_within_one_ulp(dtype: str) -> None:
-    """The C kernels' own exp, over its whole range, against float64 ``np.exp`` (glibc, correctly
-    rounded here) rounded to ``dtype``: at most 1 ulp; exact at the special values."""
+    """The C kernels' own exp, over its whole range and at every instruction-set level, against
+    float64 ``np.exp`` (glibc, correctly rounded here) rounded to ``dtype``: at most 1 ulp; exact
+    at the special values."""
     rows = _np_fast()._rows
     if rows is None:
         pytest.skip("built without the C row kernels")
@@ -455,6 +484,41 @@ def test_numpy_c_exp_within_one_ulp(dtype: str) -> None:
     ulp = np.abs(got[fin].astype(np.float64) - want[fin]) / np.spacing(want[fin]).astype(np.float64)
     assert float(ulp.max()) <= 1.0, f"max error {ulp.max()} ulp"
     np.testing.assert_array_equal(got[want == 0], 0.0)
+
+
+def test_numpy_c_isa_levels() -> None:
+    """The loader picks the best level the CPU has; use_isa refuses a level it does not, naming
+    the argument, and changes nothing then."""
+    rows = _np_fast()._rows
+    if rows is None:
+        pytest.skip("built without the C row kernels")
+    levels = rows.isa_levels()
+    assert levels[-1] in ("sse2", "neon", "generic")
+    if not os.environ.get("SOFTMAX_XP_ISA"):
+        assert rows.isa() == levels[0]
+    before = rows.isa()
+    with pytest.raises(ValueError, match="name must be one of"):
+        rows.use_isa("avx1024")
+    assert rows.isa() == before
+
+
+@pytest.mark.parametrize("level", ["lowest", "bogus"])
+def test_numpy_c_isa_from_the_environment(level: str) -> None:
+    """SOFTMAX_XP_ISA picks a lower level when the module loads; a level the CPU or build lacks
+    is a ValueError naming the variable, not a silent fallback to the ufuncs."""
+    rows = _np_fast()._rows
+    if rows is None:
+        pytest.skip("built without the C row kernels")
+    want = rows.isa_levels()[-1] if level == "lowest" else "avx1024"
+    code = "import softmax_xp._backends._rows as r; print(r.isa())"
+    env = {**os.environ, "SOFTMAX_XP_ISA": want}
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    if level == "lowest":
+        assert run.returncode == 0, run.stderr
+        assert run.stdout.strip() == want
+    else:
+        assert run.returncode != 0
+        assert "ValueError: SOFTMAX_XP_ISA=avx1024" in run.stderr
 
 
 def test_advise_hugepages_gives_huge_pages() -> None:
