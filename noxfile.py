@@ -10,12 +10,13 @@ test suite which backends the session tests (GPU variants skip cleanly without a
 from __future__ import annotations
 
 import os
+import platform
 import shutil
 from pathlib import Path
 
 import nox
 
-nox.options.sessions = ["lint", "wheel", "numpy", "strict", "dask", "torch", "jax"]
+nox.options.sessions = ["lint", "ckernels", "wheel", "numpy", "strict", "dask", "torch", "jax"]
 nox.options.reuse_venv = "yes"
 nox.options.error_on_missing_interpreters = True
 
@@ -217,3 +218,56 @@ def wheel(session: nox.Session) -> None:
 def wheel_python(session: nox.Session) -> None:
     """The packaging check of ``wheel`` on the other supported Pythons."""
     _packaging(session)
+
+
+# -- the C kernels without Python --------------------------------------------------------------
+
+_KERNEL_DIR = "src/softmax_xp/_backends"
+_CFLAGS = ["-O3", "-std=gnu11", "-fno-strict-aliasing", "-Wall", "-Wextra", "-Werror", "-Wno-psabi"]
+
+
+def _c_driver(session: nox.Session, cc: str, out: Path, x86: bool, *extra: str) -> Path:
+    """Compile tests/c/test_rows.c with the kernel core (every x86-64 level when ``x86``)."""
+    inc = [f"-I{_KERNEL_DIR}"]
+    objects = []
+    levels = {"_rows_base.c": []}
+    if x86:
+        levels |= {"_rows_avx2.c": ["-march=x86-64-v3"], "_rows_avx512.c": ["-march=x86-64-v4"]}
+    for name, flags in levels.items():
+        obj = out / f"{Path(name).stem}.o"
+        session.run(cc, *_CFLAGS, *flags, *inc, *extra, "-c", f"{_KERNEL_DIR}/{name}", "-o", str(obj), external=True)  # fmt: skip
+        objects.append(str(obj))
+    exe = out / "test_rows"
+    session.run(cc, *_CFLAGS, *inc, *extra, "tests/c/test_rows.c", *objects, "-lm", "-o", str(exe), external=True)  # fmt: skip
+    return exe
+
+
+@nox.session(venv_backend="none")
+def ckernels(session: nox.Session) -> None:
+    """The C test driver: natively with GCC and Clang at every level the CPU runs, and for
+    aarch64 (cross-compiled, under qemu-user) where Debian's toolchain is installed."""
+    tmp = Path(".nox") / "ckernels"
+    native_x86 = platform.machine().lower() in ("x86_64", "amd64")
+    for cc in ("gcc", "clang"):
+        if shutil.which(cc) is None:
+            if cc == "clang" and not os.environ.get("SOFTMAX_XP_REQUIRE_CLANG"):
+                session.warn("clang is not on PATH: the native Clang build was not checked")
+                continue
+            session.error(f"{cc} is not on PATH")
+        out = tmp / cc
+        out.mkdir(parents=True, exist_ok=True)
+        session.run(str(_c_driver(session, cc, out, native_x86)), external=True)
+    cross, qemu = "aarch64-linux-gnu-gcc", "qemu-aarch64"
+    if shutil.which(cross) is None or shutil.which(qemu) is None:
+        msg = (
+            f"{cross} or {qemu} not found: the aarch64 build was not checked (Debian: apt-get "
+            "install gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user)"
+        )
+        if os.environ.get("SOFTMAX_XP_REQUIRE_ARM"):
+            session.error(msg)
+        session.warn(msg)
+        return
+    out = tmp / "aarch64"
+    out.mkdir(parents=True, exist_ok=True)
+    exe = _c_driver(session, cross, out, False, "-static")
+    session.run(qemu, str(exe), "--quick", external=True)
