@@ -46,7 +46,7 @@ import numpy as np
 from .. import _generic
 
 try:
-    from . import _rows  # the C row kernels (optional: see setup.py)
+    from . import _rows as _rows  # the C row kernels (optional: see setup.py)
 except ImportError:  # pragma: no cover - a build without a C compiler
     _rows = None  # type: ignore[assignment]
 

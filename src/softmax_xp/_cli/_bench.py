@@ -502,6 +502,56 @@ def _has_cuda(backend: str) -> bool:
     return False
 
 
+# -- exp in cache ---------------------------------------------------------------------------------
+
+
+def _rows_module() -> Any:
+    from .._backends import _numpy
+
+    return _numpy._rows
+
+
+def _exp_impls(
+    x: np.ndarray, y: np.ndarray, rows_mod: Any, backends: list[str]
+) -> list[tuple[str, Callable[[], Any], str | None]]:
+    impls: list[tuple[str, Callable[[], Any], str | None]] = []
+    if rows_mod is not None:
+        impls += [(f"softmax_xp exp ({lv})", lambda: rows_mod.exp(x, y), lv) for lv in rows_mod.isa_levels()]  # fmt: skip
+    impls.append(("np.exp", lambda: np.exp(x, out=y), None))
+    if "torch" in backends:
+        import torch
+
+        tx, ty = torch.from_numpy(x), torch.from_numpy(y)
+        impls.append(("torch.exp", lambda: torch.exp(tx, out=ty), None))
+    return impls
+
+
+def _exp_rows(repeats: int, backends: list[str]) -> list[dict[str, Any]]:
+    """ns per element of each exp on 4 x 1024 numbers (in L1), one core: the C kernels' own at
+    every instruction-set level this CPU and build have, then ``np.exp`` and ``torch.exp``."""
+    rows_mod = _rows_module()
+    out: list[dict[str, Any]] = []
+    calls = 200
+    for dtype in ("float32", "float64"):
+        x = (np.random.default_rng(0).standard_normal((4, 1024)) * 5).astype(dtype)
+        y = np.empty_like(x)
+        for name, fn, level in _exp_impls(x, y, rows_mod, backends):
+            previous = rows_mod.use_isa(level) if level is not None else None
+            try:
+                fn()
+                samples = []
+                for _ in range(repeats):
+                    t0 = time.perf_counter()
+                    for _ in range(calls):
+                        fn()
+                    samples.append((time.perf_counter() - t0) / calls / x.size * 1e9)
+            finally:
+                if previous is not None:
+                    rows_mod.use_isa(previous)
+            out.append({"impl": name, "dtype": dtype, "ns_per_element": statistics.median(samples)})
+    return out
+
+
 # -- the run --------------------------------------------------------------------------------------
 
 
@@ -727,7 +777,19 @@ def main(argv: list[str]) -> int:
         mem_shape = (256, 4096) if args.quick else (1024, 32768)
         memory = _memory_rows(mem_shape, "float32")
 
+    exp_rows = _exp_rows(max(repeats, 5), backends) if "cpu" in devices else []
+    rows_mod = _rows_module()
+    isa = (
+        None
+        if rows_mod is None
+        else {"level": rows_mod.isa(), "levels": list(rows_mod.isa_levels())}
+    )
+
     print(_table(rows))
+    if exp_rows:
+        print(f"\nexp in L1 (4 x 1024), ns per element, one core; C kernels at {isa}:")
+        for e in exp_rows:
+            print(f"  {e['dtype']:<8} {e['impl']:<26} {e['ns_per_element']:.3f}")
     if memory:
         print("\nNumPy peak traced allocation (tracemalloc), in units of the output size:")
         for m in memory:
@@ -745,6 +807,8 @@ def main(argv: list[str]) -> int:
             "device": {k: _device_name(*k.split(":")) for k in devs},
             "cpu": _cpu_name(),
             "cpu_count": os.cpu_count(),
+            # the C row kernels' instruction-set level (None: built without them)
+            "isa": isa,
             "platform": platform.platform(),
             "versions": _versions(),
             "command": ["softmax-xp", "bench", *argv],
@@ -754,6 +818,7 @@ def main(argv: list[str]) -> int:
             "loadavg_after": os.getloadavg() if hasattr(os, "getloadavg") else None,
             "rows": [asdict(r) for r in rows],
             "memory": memory,
+            "exp": exp_rows,
         }
         name = "bench-quick" if args.quick else "bench"
         jpath = args.out / f"{name}.json"

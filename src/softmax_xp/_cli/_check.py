@@ -419,11 +419,11 @@ def main(argv: list[str]) -> int:
     print(f"\n{len(rows) - len(failed)} passed, {len(failed)} failed ({', '.join(backends)})")
     from .._backends import _numpy
 
-    rows = _numpy._rows
+    kernels = _numpy._rows
     print(
-        f"NumPy fast path: C row kernels built, running at {rows.isa()}"
-        f" (this CPU and build: {', '.join(rows.isa_levels())})"
-        if rows is not None
+        f"NumPy fast path: C row kernels built, running at {kernels.isa()}"
+        f" (this CPU and build: {', '.join(kernels.isa_levels())})"
+        if kernels is not None
         else "NumPy fast path: C row kernels absent (NumPy ufuncs do the work, slower); to get them,"
         " install GCC or Clang and reinstall softmax-xp from source"
     )
