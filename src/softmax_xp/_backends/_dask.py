@@ -10,13 +10,18 @@ with its own output-sized temporary. Here every kernel is one task per block:
 - **Softmax axes each inside one chunk**: ``map_blocks`` runs the NumPy fast path of
   ``_numpy.py`` (its fused C row kernels where they apply) on each block. One task per block,
   beyond the inputs' own; the dense Jacobians likewise (one ``blockwise`` task per block).
-- **A softmax axis split over several chunks**: a two-stage online reduction. Each block gives
-  its partial ``(m, s) = (max x, sum exp(x - m))`` over its part of every slice; partials are
-  combined in a tree (``dask.array.reduction``, ``split_every`` from Dask's config) by the
-  log-sum-exp rule ``M = max(m_i)``, ``S = sum(s_i exp(m_i - M))``, never all at once; one
-  normalising task per block then writes ``exp(x - M) / S`` (log: ``(x - M) - log S``). The JVP
-  and VJP combine per-block partial dots ``sum(g * y)`` the same way. No task holds more than one
-  block of any operand plus one number per slice.
+- **A softmax axis split over several chunks**: a two-stage online reduction. Each block's task
+  runs the NumPy fast path on the block (its own softmax, ``exp(x - m) / s`` over its part of
+  every slice) and reads off its partial ``(m, s) = (max x, sum exp(x - m))`` (the largest entry
+  of the block's softmax is ``1 / s``). The partials, one pair per slice, are combined in a tree
+  by the log-sum-exp rule ``M = max m_i``, ``S = sum s_i exp(m_i - M)``, at most
+  ``split_every`` (Dask's config, as for its own reductions) per combining task, never all at
+  once; then one task per block rescales the block's own softmax by ``s exp(m - M) / S``
+  (log_softmax: adds ``(m + log s) - (M + log S)``): one multiply per entry instead of a second
+  ``exp``. The JVP and VJP combine per-block partial dots ``sum(g * y)`` the same way
+  (``dask.array.reduction``) and finish with one task per block. No task holds more than one
+  block of any operand plus a few numbers per slice, and only the partials travel between
+  tasks of different blocks.
 
 Masks (``where``) and second operands with chunks of their own are rechunked to the first
 operand's chunks first (the result keeps them). Arrays with unknown (NaN) chunk sizes work as
@@ -33,13 +38,18 @@ an all-masked slice is 0, log: ``-inf``).
 from __future__ import annotations
 
 import functools
+import itertools
 import math
+import operator
 from collections.abc import Sequence
 from typing import Any
 
 import array_api_compat.numpy as _np_xp
+import dask
 import dask.array as da
 import numpy as np
+from dask.base import tokenize
+from dask.highlevelgraph import HighLevelGraph
 
 from . import call
 
@@ -153,139 +163,168 @@ def _empty_axes(a: NDArray, axes: Axes) -> bool:
     return any(a.shape[i] == 0 for i in axes)
 
 
-def _lse_chunk(
-    x: NDArray,
-    w: NDArray | None = None,
-    *,
-    axis: Axes,
-    keepdims: bool,
-    computing_meta: bool = False,
-    **_: Any,
-) -> Any:
-    """A block's partial ``m = max x`` and ``s = sum exp(x - m)`` over its part of each slice
-    (masked-out entries left out), and ``v``: whether the part has an unmasked entry.
-
-    (Dask calls it once with ``computing_meta=True`` to learn the partials' array type.)"""
-    if computing_meta:
-        return x
-    shape = tuple(1 if i in axis else n for i, n in enumerate(x.shape))
-    if _empty_axes(x, axis):
+def _partials(
+    x: NDArray, out: NDArray, w: NDArray | None, axes: Axes, log: bool
+) -> dict[str, NDArray]:
+    """A block's ``m = max x`` and ``s = sum exp(x - m)`` over its part of each slice (masked-out
+    entries left out), and ``v``: whether that part has an unmasked entry, from the block's own
+    softmax ``out``: its largest entry is ``1 / s`` (log: ``-log s``), so no second ``exp``."""
+    shape = tuple(1 if i in axes else n for i, n in enumerate(x.shape))
+    if _empty_axes(x, axes):
         return {
             "m": np.full(shape, -np.inf, dtype=x.dtype),
             "s": np.zeros(shape, dtype=x.dtype),
             "v": np.zeros(shape, dtype=bool),
         }
-    with np.errstate(all="ignore"):
-        if w is None:
-            xm = x
-            v = np.ones(shape, dtype=bool)
-        else:
-            xm = np.where(w, x, np.asarray(-np.inf, dtype=x.dtype))
-            v = np.any(w, axis=axis, keepdims=True)
-        m = np.empty(shape, dtype=x.dtype)
-        s = np.empty(shape, dtype=x.dtype)
-        steps = _steps(xm, axis)
-        t = np.empty_like(xm[steps[0]])  # one step's scratch
-        for sl in steps:
-            xs = xm[sl]
-            ts = t[: xs.shape[0]] if len(steps) > 1 else t
-            np.max(xs, axis=axis, keepdims=True, out=m[sl])
-            np.subtract(xs, m[sl], out=ts)
-            np.exp(ts, out=ts)
-            np.sum(ts, axis=axis, keepdims=True, out=s[sl])
-        np.copyto(s, 0.0, where=m == -np.inf)  # no finite entry: nothing to add (not NaN)
+    if w is None:
+        m = np.max(x, axis=axes, keepdims=True)
+        v = np.ones(shape, dtype=bool)
+    else:
+        m = np.max(np.where(w, x, np.asarray(-np.inf, dtype=x.dtype)), axis=axes, keepdims=True)
+        v = np.any(w, axis=axes, keepdims=True)
+    top = np.max(out, axis=axes, keepdims=True)
+    s = np.exp(-top) if log else np.reciprocal(top)
+    np.copyto(s, 0.0, where=(m == -np.inf) | np.logical_not(v))  # nothing to add (not NaN)
+    np.copyto(m, -np.inf, where=np.logical_not(v))
     return {"m": m, "s": s, "v": v}
 
 
-def _lse_combine(
-    p: dict[str, NDArray], *, axis: Axes, keepdims: bool, **_: Any
-) -> dict[str, NDArray]:
-    """Partials (concatenated along ``axis``) combined by ``M = max m``, ``S = sum s exp(m - M)``."""
-    m, s, v = p["m"], p["s"], p["v"]
+def _stage1(
+    x: NDArray, w: NDArray | None = None, *, axes: Axes, log: bool
+) -> tuple[NDArray, dict[str, NDArray]]:
+    """The block's own softmax (log_softmax) by the NumPy fast path, and its partials."""
+    kernel = "log_softmax" if log else "softmax"
+    out = call(kernel, x, axis=axes, where=w, xp=_np_xp)
     with np.errstate(all="ignore"):
-        big = np.max(m, axis=axis, keepdims=True)
+        return out, _partials(x, out, w, axes, log)
+
+
+def _merge(parts: list[dict[str, NDArray]]) -> dict[str, NDArray]:
+    """Partials of one batch block combined by ``M = max m``, ``S = sum s exp(m - M)``."""
+    if len(parts) == 1:
+        return parts[0]
+    m = np.stack([p["m"] for p in parts])
+    with np.errstate(all="ignore"):
+        big = np.max(m, axis=0)
         f = np.exp(m - big)
         np.copyto(f, 1.0, where=m == big)  # the maximum's own part (and -inf - -inf)
-        out = {
-            "m": big,
-            "s": np.sum(s * f, axis=axis, keepdims=True),
-            "v": np.any(v, axis=axis, keepdims=True),
-        }
-    if not keepdims:
-        out = {k: np.squeeze(a, axis=axis) for k, a in out.items()}
-    return out
+        s = np.sum(np.stack([p["s"] for p in parts]) * f, axis=0)
+    v = np.any(np.stack([p["v"] for p in parts]), axis=0)
+    return {"m": big, "s": s, "v": v}
 
 
-def _lse_aggregate(p: dict[str, NDArray], *, axis: Axes, keepdims: bool, **_: Any) -> NDArray:
-    """The final ``(m, s)`` per slice as one structured array: the shift and the sum.
-
-    A slice whose maximum over its unmasked entries is not finite gets ``m = NaN`` (it comes out
-    NaN throughout); an all-masked slice gets ``(0, 1)`` (its entries are all masked out).
-    """
-    c = _lse_combine(p, axis=axis, keepdims=keepdims)
-    big, s, v = c["m"], c["s"], c["v"]
-    out = np.empty(big.shape, dtype=_stats_dtype(big.dtype))
-    finite = np.isfinite(big)
-    out["m"] = np.where(v, np.where(finite, big, np.nan), 0.0)
-    out["s"] = np.where(v & finite, s, 1.0)
-    return out
-
-
-def _stats_dtype(dtype: Any) -> np.dtype[Any]:
-    return np.dtype([("m", dtype), ("s", dtype)])
-
-
-def _normalise(
-    x: NDArray, st: NDArray, w: NDArray | None = None, *, axes: Axes, log: bool
+def _stage2(
+    t: tuple[NDArray, dict[str, NDArray]],
+    st: dict[str, NDArray],
+    w: NDArray | None = None,
+    *,
+    log: bool,
 ) -> NDArray:
-    """``exp(x - m) / s`` (log: ``(x - m) - log s``) on one block, from the slices' ``(m, s)``."""
-    st = np.expand_dims(st, axes)
-    m = st["m"]
-    out = np.empty(x.shape, dtype=x.dtype)
+    """The block's softmax rescaled to its slices: ``out * s exp(m - M) / S``
+    (log: ``out + (m + log s) - (M + log S)``).
+
+    A slice whose maximum over its unmasked entries is not finite is NaN; an all-masked slice
+    is 0 (log: ``-inf``); a block part with no finite unmasked entry is 0 (log: ``-inf``)."""
+    own, p = t
+    m, s = p["m"], p["s"]
+    big, total, v = st["m"], st["s"], st["v"]
+    res = np.empty(own.shape, dtype=own.dtype)
     with np.errstate(all="ignore"):
-        k = np.log(st["s"]) if log else np.reciprocal(st["s"])
-        steps = _steps(x, axes)
-        for sl in steps:
-            o = out[sl]
-            np.subtract(x[sl], m[sl], out=o)
-            if log:
-                np.subtract(o, k[sl], out=o)
-            else:
-                np.exp(o, out=o)
-                np.multiply(o, k[sl], out=o)
+        finite = np.isfinite(big)
+        if log:
+            c = (m.astype(np.float64) - big) + (np.log(s.astype(np.float64)) - np.log(total))
+        else:
+            c = s.astype(np.float64) * np.exp(m.astype(np.float64) - big) / total
+        c = np.where(v & finite, c, np.nan)  # a NaN slice
+        c = np.where(v, c, 0.0)  # an all-masked slice: the block's own output as it is
+        empty = v & finite & (m == -np.inf)
+        if log:
+            np.add(own, c.astype(own.dtype), out=res)
+        else:
+            np.multiply(own, c.astype(own.dtype), out=res)
+        if np.any(empty):
+            np.copyto(res, -np.inf if log else 0.0, where=empty)
         if w is not None:
-            np.copyto(out, -np.inf if log else 0.0, where=np.logical_not(w))
-    return out
+            np.copyto(res, -np.inf if log else 0.0, where=np.logical_not(w))
+    return res
+
+
+def _split_every(axes: Axes) -> dict[int, int]:
+    """Partials per combining task along each reduced axis, from Dask's ``split_every`` (as
+    ``dask.array.reduction`` reads it)."""
+    k = dask.config.get("split_every", 4) or 4
+    if isinstance(k, dict):
+        return {a: max(2, int(k.get(a, 2))) for a in axes}
+    n = max(int(int(k) ** (1 / len(axes))), 2)
+    return dict.fromkeys(axes, n)
+
+
+def _tree(t: Array, axes: Axes, dtype: Any) -> Array:
+    """The slices' ``(M, S, v)`` from the partials of ``t``'s blocks, combined in a tree.
+
+    One small task per block takes the partials out of the block's result (so that only they,
+    not the block, travel to the combining tasks); each combining task merges at most
+    ``split_every`` of them. The result has ``t``'s batch chunks and one chunk of length 1 along
+    each reduced axis (keepdims)."""
+    k = _split_every(axes)
+    name = "softmax-lse-" + tokenize(t.name, axes, k)
+    dsk: dict[Any, Any] = {}
+    cur: dict[tuple[int, ...], Any] = {}
+    for idx in itertools.product(*(range(n) for n in t.numblocks)):
+        key = (f"{name}-partials", *idx)
+        dsk[key] = (operator.getitem, (t.name, *idx), 1)
+        cur[idx] = key
+    nb = list(t.numblocks)
+    level = 0
+    while True:
+        nb = [-(-n // k[a]) if a in axes else n for a, n in enumerate(nb)]
+        last = all(nb[a] == 1 for a in axes)
+        lname = name if last else f"{name}-combine-{level}"
+        groups: dict[tuple[int, ...], list[Any]] = {}
+        for idx, key in cur.items():
+            out = tuple(i // k[a] if a in axes else i for a, i in enumerate(idx))
+            groups.setdefault(out, []).append(key)
+        for out, keys in groups.items():
+            dsk[(lname, *out)] = (_merge, keys)
+        cur = {out: (lname, *out) for out in groups}
+        level += 1
+        if last:
+            break
+    graph = HighLevelGraph.from_collections(name, dsk, dependencies=[t])
+    chunks = tuple((1,) if a in axes else c for a, c in enumerate(t.chunks))
+    return da.Array(graph, name, chunks=chunks, meta=_meta(t.ndim, dtype))  # type: ignore[no-untyped-call]
 
 
 def _online_forward(x: Array, axis: Axes, where: Array | None, log: bool) -> Array:
+    """Stage 1: each block's own softmax and partials; a tree of the partials; stage 2: each
+    block's softmax rescaled (one multiply, or add for log, per entry)."""
+    kernel = "log_softmax" if log else "softmax"
     w = None if where is None else _aligned(where, x, "where", "x")
-    batch = tuple(i for i in range(x.ndim) if i not in axis)
-    sdt = _stats_dtype(x.dtype)
-    stats = da.reduction(  # type: ignore[no-untyped-call]
-        x,
-        _lse_chunk,
-        _lse_aggregate,
-        combine=_lse_combine,
-        axis=axis,
-        keepdims=False,
-        dtype=sdt,
-        concatenate=True,
-        meta=_meta(len(batch), sdt),
-        name="log_softmax-lse" if log else "softmax-lse",
-        weights=w,
-    )
     inds = tuple(range(x.ndim))
-    args: list[Any] = [x, inds, stats, batch]
+    ops: list[Any] = [x, inds] if w is None else [x, inds, w, inds]
+    # blocks of t are (block result, partials) pairs, read only by the tasks below
+    t = da.blockwise(  # type: ignore[no-untyped-call]
+        _stage1,
+        inds,
+        *ops,
+        axes=axis,
+        log=log,
+        token=f"{kernel}-blocks",
+        dtype=x.dtype,
+        meta=_meta(x.ndim, x.dtype),
+        align_arrays=False,
+        concatenate=False,
+    )
+    stats = _tree(t, axis, x.dtype)
+    args: list[Any] = [t, inds, stats, inds]
     if w is not None:
         args += [w, inds]
     return da.blockwise(  # type: ignore[no-untyped-call]
-        _normalise,
+        _stage2,
         inds,
         *args,
-        axes=axis,
         log=log,
-        token="log_softmax" if log else "softmax",
+        token=kernel,
         dtype=x.dtype,
         meta=_meta(x.ndim, x.dtype),
         align_arrays=False,
