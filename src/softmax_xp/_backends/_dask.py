@@ -37,11 +37,12 @@ an all-masked slice is 0, log: ``-inf``).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import math
 import operator
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import array_api_compat.numpy as _np_xp
@@ -51,7 +52,7 @@ import numpy as np
 from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 
-from . import call
+from . import _numpy, call
 
 __all__ = [
     "log_softmax",
@@ -119,13 +120,28 @@ def _meta(ndim: int, dtype: Any) -> NDArray:
 # -- one task per block: the NumPy fast path on each block ---------------------------------------
 
 
+@contextlib.contextmanager
+def _serial() -> Iterator[None]:
+    """Run the NumPy fast path in this thread only, as it runs its nested calls: Dask already
+    keeps every core busy with blocks, and the NumPy path's own threads on top of Dask's would
+    oversubscribe the cores (measured: 20-30% slower out of core on 2 cores)."""
+    local = _numpy._local
+    before = getattr(local, "in_worker", False)
+    local.in_worker = True
+    try:
+        yield
+    finally:
+        local.in_worker = before
+
+
 def _block_kernel(*blocks: NDArray, kernel: str, axes: Axes, n_arrays: int) -> Any:
     """Kernel ``kernel`` on NumPy blocks (the NumPy fast path, else the generic kernel)."""
     arrays = blocks[:n_arrays]
     kw: dict[str, Any] = {}
     if kernel in _MASKED:
         kw["where"] = blocks[n_arrays] if len(blocks) > n_arrays else None
-    return call(kernel, *arrays, axis=axes, xp=_np_xp, **kw)
+    with _serial():
+        return call(kernel, *arrays, axis=axes, xp=_np_xp, **kw)
 
 
 def _per_block(
@@ -194,7 +210,8 @@ def _stage1(
 ) -> tuple[NDArray, dict[str, NDArray]]:
     """The block's own softmax (log_softmax) by the NumPy fast path, and its partials."""
     kernel = "log_softmax" if log else "softmax"
-    out = call(kernel, x, axis=axes, where=w, xp=_np_xp)
+    with _serial():
+        out = call(kernel, x, axis=axes, where=w, xp=_np_xp)
     with np.errstate(all="ignore"):
         return out, _partials(x, out, w, axes, log)
 
