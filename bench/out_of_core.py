@@ -19,7 +19,7 @@ Run it as::
 
 Use a small ``--gib`` (e.g. 0.5) for a quick check. ``--schedulers threads`` or ``distributed``
 runs only one of them. ``--report FILE.html`` writes a ``dask.distributed`` performance report
-(task stream, worker profiles, transfers) of the distributed run.
+(task stream, worker profiles, transfers) of the distributed run (it needs bokeh).
 
 ``--in-memory`` instead times softmax on an in-memory (8192, 4096) float32 array: NumPy against
 Dask's threaded scheduler with chunks (1024, 4096) (the softmax axis whole) and (1024, 1024)
