@@ -5,11 +5,14 @@ Each function here has the signature of its twin in ``softmax_xp._generic`` and 
 one float32/float64 dtype, or empty arrays); the generic kernel then runs instead.
 
 The generic kernels cost Dask about six tasks per block (shift, ``exp``, sum, divide, ...), each
-with its own output-sized temporary. Here every kernel is one task per block:
+with its own output-sized temporary. Here each kernel takes one task per block, or a few when a
+softmax axis is split over chunks:
 
 - **Softmax axes each inside one chunk**: ``map_blocks`` runs the NumPy fast path of
   ``_numpy.py`` (its fused C row kernels where they apply) on each block. One task per block,
   beyond the inputs' own; the dense Jacobians likewise (one ``blockwise`` task per block).
+  The NumPy path runs serially inside a task (Dask's own threads fill the cores), so a Dask
+  array of a single chunk runs on one core.
 - **A softmax axis split over several chunks**: a two-stage online reduction. Each block's task
   runs the NumPy fast path on the block (its own softmax, ``exp(x - m) / s`` over its part of
   every slice) and reads off its partial ``(m, s) = (max x, sum exp(x - m))`` (the largest entry
