@@ -18,7 +18,15 @@ Run it as::
     python bench/out_of_core.py --gib 32
 
 Use a small ``--gib`` (e.g. 0.5) for a quick check. ``--schedulers threads`` or ``distributed``
-runs only one of them.
+runs only one of them. ``--report FILE.html`` writes a ``dask.distributed`` performance report
+(task stream, worker profiles, transfers) of the distributed run (it needs bokeh).
+
+``--in-memory`` instead times softmax on an in-memory (8192, 4096) float32 array: NumPy against
+Dask's threaded scheduler with chunks (1024, 4096) (the softmax axis whole) and (1024, 1024)
+(the softmax axis in 4 chunks), the samples interleaved, and prints medians (p20, p80), the
+ratio of throughputs and the graph sizes. The Dask time is ``.compute()`` (which ends by
+concatenating the blocks into one NumPy array) and, separately, ``.persist()`` (the blocks left
+as they are).
 """
 
 from __future__ import annotations
@@ -36,12 +44,14 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import array_api_compat
 import dask
 import dask.array as da
 import numpy as np
 import psutil
 
 import softmax_xp as sx
+from softmax_xp import _generic
 
 GIB = 1024**3
 
@@ -136,9 +146,15 @@ def run_one(name: str, args: argparse.Namespace) -> dict[str, Any]:
         else distributed_cluster(args.workers, args.worker_memory)
     )
     with PeakRSS(args.interval) as mem, ctx as compute:
-        t0 = time.perf_counter()
-        values = compute(*checks)
-        wall = time.perf_counter() - t0
+        report: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
+        if name == "distributed" and args.report:
+            from distributed import performance_report
+
+            report = performance_report(filename=args.report)
+        with report:
+            t0 = time.perf_counter()
+            values = compute(*checks)
+            wall = time.perf_counter() - t0
     y_err, dx_rowsum, dx_sq = (float(v) for v in values)
     return {
         "scheduler": name,
@@ -152,10 +168,73 @@ def run_one(name: str, args: argparse.Namespace) -> dict[str, Any]:
         "throughput_gib_s": x.nbytes / GIB / wall,
         "peak_rss_gib": mem.peak / GIB,
         "baseline_rss_gib": mem.baseline / GIB,
+        "graph_tasks": len({k for c in checks for k in dict(c.__dask_graph__())}),
         "max_abs_sum_y_minus_1": y_err,
         "max_abs_rowsum_dx": dx_rowsum,
         "sum_dx_squared": dx_sq,
     }
+
+
+def _cpu_model() -> str:
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown CPU"
+
+
+def _quantiles(ts: list[float]) -> dict[str, float]:
+    q = np.quantile(np.asarray(ts), [0.2, 0.5, 0.8])
+    return {"p20_s": float(q[0]), "median_s": float(q[1]), "p80_s": float(q[2])}
+
+
+def in_memory(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """NumPy against Dask (threaded) on one in-memory array, the samples interleaved."""
+    shape = (8192, 4096)
+    xn = np.random.default_rng(args.seed).normal(size=shape).astype(np.float32)
+    variants: dict[str, Callable[[], Any]] = {"numpy": lambda: sx.softmax(xn)}
+    graphs: dict[str, int] = {}
+    for chunks in ((1024, 4096), (1024, 1024)):
+        x = da.from_array(xn, chunks=chunks)
+        tag = f"dask {chunks[0]}x{chunks[1]}"
+        graphs[tag] = len(sx.softmax(x).__dask_graph__()) - len(x.__dask_graph__())
+        variants[f"{tag} compute"] = lambda x=x: sx.softmax(x).compute()
+        variants[f"{tag} persist"] = lambda x=x: sx.softmax(x).persist()
+        # the generic array-API kernel on the same array (what Dask ran before its fast path)
+        xp = array_api_compat.array_namespace(x)
+        gtag = f"{tag} generic"
+        graphs[gtag] = len(_generic.softmax(x, axis=(1,), xp=xp).__dask_graph__()) - len(
+            x.__dask_graph__()
+        )
+        variants[f"{gtag} compute"] = lambda x=x, xp=xp: _generic.softmax(
+            x, axis=(1,), xp=xp
+        ).compute()
+    samples: dict[str, list[float]] = {k: [] for k in variants}
+    with dask.config.set(scheduler="threads", num_workers=args.workers):
+        for f in variants.values():  # warm-up (imports, thread pools, first-touch pages)
+            f()
+        for _ in range(args.repeats):
+            for name, f in variants.items():
+                t0 = time.perf_counter()
+                f()
+                samples[name].append(time.perf_counter() - t0)
+    base = float(np.median(samples["numpy"]))
+    rows = []
+    for name, ts in samples.items():
+        q = _quantiles(ts)
+        tag = name.rsplit(" ", 1)[0]
+        rows.append(
+            {
+                "variant": name,
+                "shape": list(shape),
+                "dtype": "float32",
+                "repeats": args.repeats,
+                **q,
+                "throughput_vs_numpy": base / q["median_s"],
+                "graph_tasks_beyond_input": graphs.get(tag),
+            }
+        )
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -178,15 +257,34 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--interval", type=float, default=0.05, help="RSS sampling interval in seconds")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", help="also write the results to this file")
+    ap.add_argument("--report", help="write a performance report (HTML) of the distributed run")
+    ap.add_argument("--in-memory", action="store_true", help="time the in-memory comparison")
+    ap.add_argument("--repeats", type=int, default=15, help="samples per variant (--in-memory)")
     args = ap.parse_args(argv)
 
     total = psutil.virtual_memory().total
     print(
-        f"# machine: {platform.node()} {os.cpu_count()} cores, {total / GIB:.1f} GiB RAM; "
+        f"# machine: {platform.node()} {_cpu_model()}, {os.cpu_count()} cores, "
+        f"{total / GIB:.1f} GiB RAM, load average {os.getloadavg()[0]:.1f}; "
         f"python {platform.python_version()}, dask {dask.__version__}, numpy {np.__version__}, "
         f"softmax_xp {sx.__version__}",
         flush=True,
     )
+    if args.in_memory:
+        rows = in_memory(args)
+        for r in rows:
+            tasks = r["graph_tasks_beyond_input"]
+            print(
+                f"{r['variant']:26s} median {r['median_s'] * 1e3:7.1f} ms "
+                f"(p20 {r['p20_s'] * 1e3:.1f}, p80 {r['p80_s'] * 1e3:.1f}) | "
+                f"{100 * r['throughput_vs_numpy']:5.1f}% of NumPy's throughput"
+                + ("" if tasks is None else f" | {tasks} tasks"),
+                flush=True,
+            )
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump({"machine_ram_gib": total / GIB, "results": rows}, f, indent=2)
+        return 0
     results = []
     for name in [s.strip() for s in args.schedulers.split(",") if s.strip()]:
         if name not in ("threads", "distributed"):
@@ -196,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{r['scheduler']:12s} input {r['input_gib']:.2f} GiB {tuple(r['shape'])} "
             f"in {r['n_chunks']} chunks of {r['chunk_mib']:.0f} MiB | "
-            f"wall {r['wall_s']:.1f} s ({r['throughput_gib_s']:.3f} GiB/s) | "
+            f"{r['graph_tasks']} tasks | wall {r['wall_s']:.1f} s ({r['throughput_gib_s']:.3f} GiB/s) | "
             f"peak RSS {r['peak_rss_gib']:.2f} GiB (baseline {r['baseline_rss_gib']:.2f}) | "
             f"max|sum y - 1| {r['max_abs_sum_y_minus_1']:.2e}, "
             f"max|sum dx| {r['max_abs_rowsum_dx']:.2e}",

@@ -51,6 +51,10 @@ def _module(backend: str) -> ModuleType | None:
         from . import _jax
 
         return _jax
+    if backend == "dask":
+        from . import _dask
+
+        return _dask
     return None
 
 
