@@ -1,3 +1,8 @@
+# Triton kernels are untyped (the decorator and the tl values); branches on constexpr stay
+# statements rather than conditional expressions, which the Triton front end handles in fewer
+# versions.
+# mypy: disable-error-code="no-untyped-def,untyped-decorator,no-untyped-call"
+# ruff: noqa: SIM108
 """Layer 3: Triton kernels for torch tensors on CUDA (and, for tests, CPU tensors under
 ``TRITON_INTERPRET=1``).
 
@@ -40,6 +45,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import math
 from collections.abc import Iterator
 from typing import Any
@@ -98,7 +104,7 @@ def _collapse(shape: tuple[int, ...], strides: tuple[int, ...]) -> tuple[int, in
     dims = [(n, s) for n, s in zip(shape, strides, strict=True) if n != 1]
     if not dims:
         return 1, 0
-    for (_, s0), (n1, s1) in zip(dims, dims[1:], strict=False):
+    for (_, s0), (n1, s1) in itertools.pairwise(dims):
         if s0 != s1 * n1:
             return None
     return math.prod(n for n, _ in dims), dims[-1][1]
@@ -134,6 +140,10 @@ def geometry(t: torch.Tensor, a0: int, a1: int) -> Geometry | None:
     return Geometry(o, c, i, so, sc, si)
 
 
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
 def _p2(n: int) -> int:
     return 1 << max(0, (int(n) - 1).bit_length())
 
@@ -166,12 +176,12 @@ def plan(g: Geometry) -> Plan:
             return Plan("single", br, bc)
         br, bc = 1, _p2(tu.chunk)
     if c >= tu.split_min and g.rows < tu.split_rows:
-        nsplit = max(1, min(tu.max_splits, -(-c // tu.split_seg)))
-        seg = -(-(-(-c // nsplit)) // bc) * bc
-        nsplit = -(-c // seg)
+        nsplit = max(1, min(tu.max_splits, _cdiv(c, tu.split_seg)))
+        seg = _cdiv(_cdiv(c, nsplit), bc) * bc
+        nsplit = _cdiv(c, seg)
         if nsplit > 1:
             return Plan("split", br, bc, nsplit, seg)
-    return Plan("online", br, bc, 1, -(-c // bc) * bc)
+    return Plan("online", br, bc, 1, _cdiv(c, bc) * bc)
 
 
 def _warps(elems: int) -> int:
@@ -279,8 +289,8 @@ def _fwd_stats(x_ptr, w_ptr, m_ptr, s_ptr, f_ptr, n_rows, C, inner,
     flags = tl.zeros((BLOCK_R,), tl.int32)
     for off in range(0, SEG, BLOCK_C):
         c = start + off + tl.arange(0, BLOCK_C)
-        x, valid, inb = _load_x(x_ptr, w_ptr, r, c, n_rows, C, inner, sxo, sxi, sxc,
-                                swo, swi, swc, HAS_WHERE, F64)  # fmt: skip
+        x, valid, _inb = _load_x(x_ptr, w_ptr, r, c, n_rows, C, inner, sxo, sxi, sxc,
+                                 swo, swi, swc, HAS_WHERE, F64)  # fmt: skip
         xf, fl = _finite_part(x, valid)
         m_new = tl.maximum(m, tl.max(xf, axis=1))
         ms = _safe(m_new)
@@ -401,8 +411,8 @@ def _prod_stats(a_ptr, b_ptr, w_ptr, d_ptr, n_rows, C, inner,
         dot = tl.zeros((BLOCK_R,), tl.float32)
     for off in range(0, SEG, BLOCK_C):
         c = start + off + tl.arange(0, BLOCK_C)
-        a, b, valid, inb = _load_pair(a_ptr, b_ptr, w_ptr, r, c, n_rows, C, inner, sao, sai,
-                                      sac, sbo, sbi, sbc, swo, swi, swc, HAS_WHERE, F64)  # fmt: skip
+        a, b, _valid, inb = _load_pair(a_ptr, b_ptr, w_ptr, r, c, n_rows, C, inner, sao, sai,
+                                       sac, sbo, sbi, sbc, swo, swi, swc, HAS_WHERE, F64)  # fmt: skip
         dot += _contribution(a, b, inb, MODE)
     tl.store(d_ptr + r.to(tl.int64) * NSPLIT + k, dot, mask=r < n_rows)
 
