@@ -387,8 +387,14 @@ def test_torch_func(kernels: Any, name: str) -> None:
         (f.hessian(lambda t: ours(t)[1]), f.hessian(lambda t: theirs(t)[1]), (x[0],)),
         (f.vmap(f.jacrev(ours)), f.vmap(f.jacrev(theirs)), (x,)),
     ]
-    for a, b, args in checks:
-        _close(a(*args), b(*args), "float64")
+    for k, (a, b, args) in enumerate(checks):
+        with _Ops() as ops:
+            got = a(*args)
+        _close(got, b(*args), "float64")
+        if k in (0, 1, 2, 5):  # first derivatives (and vmap) run the Triton ops
+            assert "softmax_xp::forward" in ops.seen, (k, ops.seen)
+        if k in (1, 5):
+            assert "softmax_xp::product" in ops.seen, (k, ops.seen)
 
 
 @pytest.mark.filterwarnings("ignore:Dynamo detected a call to a `functools.lru_cache`:UserWarning")

@@ -17,8 +17,10 @@ default. Under ``TRITON_INTERPRET=1`` the same variable also sends CPU tensors t
 kernels (run by Triton's interpreter: slow, for tests only).
 
 The Triton path does not apply, and torch's kernels run, for: a tuple ``axis`` whose axes are
-not adjacent, dtypes other than float16/bfloat16/float32/float64, and tensors carrying
-forward-mode (dual) tangents, for which custom ops have no rule. A stride pattern the kernels
+not adjacent, dtypes other than float16/bfloat16/float32/float64, tensors carrying forward-mode
+(dual) tangents, for which custom ops have no rule, and calls under a ``torch.func`` grad or jvp
+level (see ``_transforms_allow``): first derivatives by ``torch.func`` still use the Triton
+kernels (the autograd.Function of layer 4 runs its rules below those levels). A stride pattern the kernels
 cannot read in place (softmax axes that do not collapse into one stride) is copied contiguous
 first.
 """
@@ -89,18 +91,36 @@ def path(device: torch.device | str) -> str:
 def _has_tangent(t: torch.Tensor) -> bool:
     if torch.compiler.is_compiling() or _fwad._current_level < 0:
         return False
-    return _fwad.unpack_dual(t).tangent is not None  # type: ignore[no-untyped-call]
+    try:
+        return _fwad.unpack_dual(t).tangent is not None  # type: ignore[no-untyped-call]
+    except RuntimeError:  # a tensor of torch's legacy vmap (gradcheck's batched gradients)
+        return True
 
 
-def _under_jvp() -> bool:
-    """Whether a ``torch.func.jvp`` level is active around this call (nested forward mode, as
-    ``jacfwd(jacfwd(f))``): a custom op there would drop the outer tangent."""
+def _transforms_allow(arrays: Sequence[torch.Tensor]) -> bool:
+    """Whether the custom ops can run under the torch.func transforms active here.
+
+    vmap alone is fine (the ops have vmap rules). Under a ``grad``/``vjp``/``jacrev`` or ``jvp``
+    level (second order under torch.func: ``jacrev(jacrev(f))``, ``jacfwd(jacfwd(f))``)
+    torch's generated autograd rule of a custom op refuses functorch, and forward mode has no
+    rule at all, so torch's kernels run there. Tensors of torch's legacy vmap (gradcheck's
+    batched gradients), seen with no functorch level active, also go to torch's kernels.
+    """
     if torch.compiler.is_compiling():
-        return False
-    from torch._C._functorch import TransformType
+        return True
+    from torch._C._functorch import (
+        TransformType,
+        is_batchedtensor,
+        is_functorch_wrapped_tensor,
+    )
     from torch._functorch.pyfunctorch import retrieve_all_functorch_interpreters
 
-    return any(i.key() == TransformType.Jvp for i in retrieve_all_functorch_interpreters())
+    stack = retrieve_all_functorch_interpreters()
+    if any(i.key() in (TransformType.Grad, TransformType.Jvp) for i in stack):
+        return False
+    if not stack and any(is_functorch_wrapped_tensor(t) or is_batchedtensor(t) for t in arrays):
+        return False
+    return not any(_has_tangent(t) for t in arrays)
 
 
 def _triton_for(arrays: Sequence[Any], axis: Axes) -> tuple[int, int] | None:
@@ -112,7 +132,7 @@ def _triton_for(arrays: Sequence[Any], axis: Axes) -> tuple[int, int] | None:
         return None
     if any(t.dtype != a.dtype or t.shape != a.shape for t in arrays):
         return None
-    if path(a.device) != "triton" or any(_has_tangent(t) for t in arrays) or _under_jvp():
+    if path(a.device) != "triton" or not _transforms_allow(arrays):
         return None
     return axis[0], axis[-1]
 

@@ -229,18 +229,30 @@ def _safe(m):
 
 
 @triton.jit
-def _rescale(m_old, m_new_safe):
-    """exp(m_old - m_new) with exp(-inf) = 0 where m_old is -inf (m_new_safe is finite)."""
-    return tl.exp(tl.where(m_old > -float("inf"), m_old - m_new_safe, -float("inf")))
+def _shift(a, b, F64):
+    """``a - b`` for ``a <= b`` with b finite, ``-inf`` where that overflows (a near -max, b
+    near +max), computed without the overflow itself (the interpreter would warn about it)."""
+    if F64:
+        lim = -8.98846567431158e307  # -max / 2
+    else:
+        lim = -1.7014117e38
+    big = a * 0.5 - b * 0.5 < lim
+    return tl.where(big, -float("inf"), tl.where(big, b, a) - b)
+
+
+@triton.jit
+def _rescale(m_old, m_new_safe, F64):
+    """exp(m_old - m_new), 0 where m_old is -inf (m_new_safe is finite, >= m_old)."""
+    return tl.exp(_shift(m_old, m_new_safe, F64))
 
 
 @triton.jit
 def _write_forward(o_ptr, r, c, n_rows, C, inner, soo, soi, soc, xf, valid, inb, m, s, flags,
-                   LOG, HAS_WHERE):  # fmt: skip
+                   LOG, HAS_WHERE, F64):  # fmt: skip
     bad = ((flags & 3) != 0) | (((flags & 4) != 0) & (m == -float("inf")))
     ms = _safe(m)
     s_safe = tl.where(s > 0, s, 1.0)
-    d = xf - ms[:, None]
+    d = _shift(xf, ms[:, None], F64)
     if LOG:
         out = d - tl.log(s_safe)[:, None]
         fill = -float("inf")
@@ -266,9 +278,9 @@ def _fwd_single(x_ptr, w_ptr, o_ptr, n_rows, C, inner,
                             HAS_WHERE, F64)  # fmt: skip
     xf, flags = _finite_part(x, valid)
     m = tl.max(xf, axis=1)
-    s = tl.sum(tl.exp(xf - _safe(m)[:, None]), axis=1)
+    s = tl.sum(tl.exp(_shift(xf, _safe(m)[:, None], F64)), axis=1)
     _write_forward(o_ptr, r, c, n_rows, C, inner, soo, soi, soc, xf, valid, inb, m, s, flags,
-                   LOG, HAS_WHERE)  # fmt: skip
+                   LOG, HAS_WHERE, F64)  # fmt: skip
 
 
 @triton.jit
@@ -294,7 +306,7 @@ def _fwd_stats(x_ptr, w_ptr, m_ptr, s_ptr, f_ptr, n_rows, C, inner,
         xf, fl = _finite_part(x, valid)
         m_new = tl.maximum(m, tl.max(xf, axis=1))
         ms = _safe(m_new)
-        s = s * _rescale(m, ms) + tl.sum(tl.exp(xf - ms[:, None]), axis=1)
+        s = s * _rescale(m, ms, F64) + tl.sum(tl.exp(_shift(xf, ms[:, None], F64)), axis=1)
         m = m_new
         flags = flags | fl
     ws = r.to(tl.int64) * NSPLIT + k
@@ -305,7 +317,7 @@ def _fwd_stats(x_ptr, w_ptr, m_ptr, s_ptr, f_ptr, n_rows, C, inner,
 
 
 @triton.jit
-def _combine_stats(m_ptr, s_ptr, f_ptr, r, n_rows, NSPLIT, NSP: tl.constexpr):
+def _combine_stats(m_ptr, s_ptr, f_ptr, r, n_rows, NSPLIT, F64, NSP: tl.constexpr):
     j = tl.arange(0, NSP)
     inb = (r < n_rows)[:, None] & (j < NSPLIT)[None, :]
     ws = r.to(tl.int64)[:, None] * NSPLIT + j[None, :]
@@ -313,7 +325,7 @@ def _combine_stats(m_ptr, s_ptr, f_ptr, r, n_rows, NSPLIT, NSP: tl.constexpr):
     sk = tl.load(s_ptr + ws, mask=inb, other=0.0)
     fk = tl.load(f_ptr + ws, mask=inb, other=0)
     m = tl.max(mk, axis=1)
-    s = tl.sum(sk * _rescale(mk, _safe(m)[:, None]), axis=1)
+    s = tl.sum(sk * _rescale(mk, _safe(m)[:, None], F64), axis=1)
     flags = (tl.max(fk & 1, axis=1)) | (tl.max(fk & 2, axis=1)) | (tl.max(fk & 4, axis=1))
     return m, s, flags
 
@@ -326,14 +338,14 @@ def _fwd_write(x_ptr, w_ptr, o_ptr, m_ptr, s_ptr, f_ptr, n_rows, C, inner,
     """Combine a row's segment statistics and write segment ``program_id(1)`` of the result."""
     r = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
     start = tl.program_id(1) * SEG
-    m, s, flags = _combine_stats(m_ptr, s_ptr, f_ptr, r, n_rows, NSPLIT, NSP)
+    m, s, flags = _combine_stats(m_ptr, s_ptr, f_ptr, r, n_rows, NSPLIT, F64, NSP)
     for off in range(0, SEG, BLOCK_C):
         c = start + off + tl.arange(0, BLOCK_C)
         x, valid, inb = _load_x(x_ptr, w_ptr, r, c, n_rows, C, inner, sxo, sxi, sxc,
                                 swo, swi, swc, HAS_WHERE, F64)  # fmt: skip
         xf, _ = _finite_part(x, valid)
         _write_forward(o_ptr, r, c, n_rows, C, inner, soo, soi, soc, xf, valid, inb, m, s,
-                       flags, LOG, HAS_WHERE)  # fmt: skip
+                       flags, LOG, HAS_WHERE, F64)  # fmt: skip
 
 
 # -- derivative kernels ---------------------------------------------------------------------------
