@@ -12,8 +12,14 @@ JAX GPU arrays (XLA) and CuPy arrays (the generic code) are tested where such a 
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
+import os
+import re
+import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -182,6 +188,22 @@ def test_forward_masks_and_edges(
         ref[~w.any(-1)] = fill
     _close(out, ref.to(x.dtype), dtype)
     assert out.isnan().any(-1).tolist() == ref.isnan().any(-1).tolist()
+
+
+@pytest.mark.parametrize("path", list(PATHS))
+def test_forward_extreme_logits(kernels: Any, path: str) -> None:
+    """Logits at -max and +max of float32: the shift overflows to -inf (probability 0), with no
+    floating-point warning (pytest turns the interpreter's NumPy warnings into errors)."""
+    fmax = torch.finfo(torch.float32).max
+    x = torch.zeros((3, 40), device=DEVICE)
+    x[0, 0], x[0, 1] = -fmax, fmax
+    x[1, 5] = -fmax
+    x[2, :] = fmax
+    x[2, 7] = -fmax
+    with kernels.tuning(**PATHS[path]):
+        got = [kernels.forward(x, 1, 1, None, log) for log in (False, True)]
+    for out, fn in zip(got, (torch.softmax, torch.log_softmax), strict=True):
+        _close(out, fn(x.double(), -1).float(), "float32")
 
 
 def test_forward_long_row(kernels: Any) -> None:
@@ -367,8 +389,8 @@ def test_autograd_second_order(kernels: Any, name: str, masked: bool) -> None:
     with _Ops() as ops:
         (f(x) * torch.arange(6.0, dtype=x.dtype, device=DEVICE)).sum().backward()
     assert "softmax_xp::product" in ops.seen, ops.seen
-    assert torch.autograd.gradcheck(f, (x,))
-    assert torch.autograd.gradgradcheck(f, (x,))
+    assert torch.autograd.gradcheck(f, (x,), check_batched_grad=True)
+    assert torch.autograd.gradgradcheck(f, (x,), check_batched_grad=True)
 
 
 @pytest.mark.parametrize("name", ["softmax", "log_softmax"])
@@ -466,3 +488,63 @@ def test_cupy_uses_generic_code() -> None:
     assert isinstance(out, cupy.ndarray)
     ref = torch.softmax(torch.as_tensor(cupy.asnumpy(x)), -1).numpy()
     np.testing.assert_allclose(cupy.asnumpy(out), ref, **_tol("float64"))
+
+
+# -- front ends: `softmax-xp check` and the prepared GPU run, without a GPU -----------------------
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_check_reports_the_torch_cuda_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    from softmax_xp._cli import _check
+
+    monkeypatch.delenv(_torch_cuda.ENV, raising=False)
+    assert _check.torch_cuda_line().startswith("torch CUDA path: native")
+    monkeypatch.setenv(_torch_cuda.ENV, "triton")
+    assert _check.torch_cuda_line().startswith("torch CUDA path: triton")
+
+
+@pytest.mark.skipif(CUDA, reason="checks the no-GPU message")
+def test_bench_device_cuda_without_gpu(capsys: pytest.CaptureFixture[str]) -> None:
+    from softmax_xp._cli import _bench
+
+    assert _bench.main(["--device", "cuda", "--backend", "torch"]) == 0
+    err = capsys.readouterr().err
+    assert "skipping torch on cuda: no GPU here" in err
+    assert "nothing to run" in err
+    with pytest.raises(SystemExit):
+        _bench.main(["--device", "tpu"])
+    assert "--device: cpu or cuda" in capsys.readouterr().err
+
+
+def test_gpu_run_script_dry_run(tmp_path: Path) -> None:
+    env = {**os.environ, "OUT": str(tmp_path), "PYTHON": sys.executable}
+    res = subprocess.run(
+        ["bash", str(ROOT / "bench/gpu/run.sh"), "--dry-run"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    for name in ("tests", "check", "bench_cli", "sweep"):
+        assert f"[dry-run] {name} " in res.stdout
+    assert "softmax_xp bench --device cuda" in res.stdout
+    assert re.search(r"^\d+ cases$", res.stdout, re.M)
+
+
+def test_gpu_sweep_pipeline_under_the_interpreter(tmp_path: Path) -> None:
+    """The sweep's whole pipeline (timing, JSON, defaults table, plot) on one tiny case."""
+    env = {k: v for k, v in os.environ.items() if k != _torch_cuda.ENV}
+    res = subprocess.run(
+        [sys.executable, str(ROOT / "bench/gpu/sweep.py"), "--interpret", "--out",
+         str(tmp_path), "--budget-s", "0.01"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    report = json.loads((tmp_path / "gpu-bench.json").read_text())
+    assert report["environment"]["gpu"] is None
+    impls = {r["impl"] for r in report["rows"]}
+    assert {"triton", "torch.softmax", "x.clone()"} <= impls, impls
+    assert all("error" not in r for r in report["rows"]), report["rows"]
+    assert report["cases_not_run"] > 0
+    table = json.loads((tmp_path / "gpu-defaults.json").read_text())["table"]
+    assert table
+    assert table[0]["faster"] in ("triton", "native")
+    assert (tmp_path / "gpu-bench.png").stat().st_size > 0

@@ -246,12 +246,16 @@ def _plot(rows: list[dict[str, Any]], path: Path) -> str:
                 pts = sorted((r["shape"][-1], r["gbps"]) for r in sel if r["impl"] == impl)
                 ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=3, label=impl)
             ax.set_xscale("log", base=2)
-            ax.set_title(f"{kind}, {dt}, {MAIN_BYTES // MiB} MiB input")
+            per = 2 if kind == "forward" else 3  # arrays moved per input array
+            size = max((r["bytes"] // per for r in sel if "bytes" in r), default=0)
+            ax.set_title(f"{kind}, {dt}, {size / MiB:g} MiB input")
             ax.set_ylabel("GB/s (bytes moved / median time)")
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
     for ax in axes[-1]:
         ax.set_xlabel("row length C")
+    if any(r.get("device") == "cpu" for r in rows):
+        fig.suptitle("Triton interpreter on the CPU: a pipeline check, not a GPU measurement")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -289,50 +293,63 @@ def main(argv: list[str] | None = None) -> int:
     timer = _timer(args.interpret)
     rows: list[dict[str, Any]] = []
     start = time.perf_counter()
+    env = _environment(device)
     skipped = 0
     for k, case in enumerate(cases):
-        if time.perf_counter() - start > args.budget_s:
+        if k > 0 and time.perf_counter() - start > args.budget_s:  # at least one case
             skipped = len(cases) - k
             print(f"time budget spent: {skipped} cases not run", file=sys.stderr)
             break
-        impls = _impls(case, device, jax_dev)
-        copy_ms = None
-        for impl, role, fn, nbytes in impls:
-            try:
-                med, p20, p80 = timer(fn)
-            except Exception as exc:  # a failing peer is reported, not fatal
-                rows.append({**case, "impl": impl, "role": role, "error": repr(exc)[:300]})
-                continue
-            if role == "copy":
-                copy_ms = med
-            rows.append({**case, "impl": impl, "role": role, "bytes": nbytes, "median_ms": med,
-                         "p20_ms": p20, "p80_ms": p80, "gbps": nbytes / med / 1e6,
-                         "frac_of_copy": None if copy_ms is None else copy_ms / med})  # fmt: skip
-        del impls
-        if device == "cuda":
-            torch.cuda.empty_cache()
-        done = [r for r in rows if r.get("impl") == "triton" and r["shape"] == case["shape"]
-                and r["kind"] == case["kind"] and r["dtype"] == case["dtype"]]  # fmt: skip
-        if done and "gbps" in done[-1]:
-            r = done[-1]
-            print(f"{case['kind']:9s} {case['dtype']:9s} {case['shape']!s:18s} triton "
-                  f"{r['gbps']:8.1f} GB/s  {r['frac_of_copy'] or math.nan:5.2f} of copy")  # fmt: skip
-    report = {
-        "environment": _environment(device),
-        "elapsed_s": time.perf_counter() - start,
-        "cases_not_run": skipped,
-        "rows": rows,
-    }
-    table = _defaults(rows)
+        try:
+            _run_case(case, device, jax_dev, timer, rows)
+        except KeyboardInterrupt:  # a time limit from outside: keep what was measured
+            skipped = len(cases) - k
+            break
+        if args.out is not None:  # written after every case, so that a cut-off run keeps its rows
+            _write(args.out, env, rows, time.perf_counter() - start, len(cases) - k - 1)
     if args.out is not None:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "gpu-bench.json").write_text(json.dumps(report, indent=1))
-        (args.out / "gpu-defaults.json").write_text(
-            json.dumps({"environment": report["environment"], "table": table}, indent=1)
-        )
+        _write(args.out, env, rows, time.perf_counter() - start, skipped)
         print(_plot(rows, args.out / "gpu-bench.png"))
         print(f"results written to {args.out}")
     return 0
+
+
+def _write(out: Path, env: dict[str, Any], rows: list[dict[str, Any]], elapsed: float,
+           not_run: int) -> None:  # fmt: skip
+    out.mkdir(parents=True, exist_ok=True)
+    report = {"environment": env, "elapsed_s": elapsed, "cases_not_run": not_run, "rows": rows}
+    (out / "gpu-bench.json").write_text(json.dumps(report, indent=1))
+    table = {"environment": env, "table": _defaults(rows)}
+    (out / "gpu-defaults.json").write_text(json.dumps(table, indent=1))
+
+
+def _run_case(case: dict[str, Any], device: str, jax_dev: Any,
+              timer: Callable[[Callable[[], Any]], tuple[float, float, float]],
+              rows: list[dict[str, Any]]) -> None:  # fmt: skip
+    import torch
+
+    impls = _impls(case, device, jax_dev)
+    copy_ms = None
+    for impl, role, fn, nbytes in impls:
+        try:
+            med, p20, p80 = timer(fn)
+        except Exception as exc:  # a failing peer is reported, not fatal
+            rows.append({**case, "impl": impl, "role": role, "error": repr(exc)[:300]})
+            continue
+        if role == "copy":
+            copy_ms = med
+        rows.append({**case, "device": device, "impl": impl, "role": role, "bytes": nbytes, "median_ms": med,
+                     "p20_ms": p20, "p80_ms": p80, "gbps": nbytes / med / 1e6,
+                     "frac_of_copy": None if copy_ms is None else copy_ms / med})  # fmt: skip
+    del impls
+    if device == "cuda":
+        torch.cuda.empty_cache()
+    done = [r for r in rows if r.get("impl") == "triton" and r["shape"] == case["shape"]
+            and r["kind"] == case["kind"] and r["dtype"] == case["dtype"]]  # fmt: skip
+    if done and "gbps" in done[-1]:
+        r = done[-1]
+        print(f"{case['kind']:9s} {case['dtype']:9s} {case['shape']!s:18s} triton "
+              f"{r['gbps']:8.1f} GB/s  {r['frac_of_copy'] or math.nan:5.2f} of copy")  # fmt: skip
 
 
 if __name__ == "__main__":
