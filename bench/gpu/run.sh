@@ -106,13 +106,13 @@ if [ "$MODE" = interpret ]; then
 else
   # The GPU tests: the Triton kernels compiled for the GPU (test_triton.py) and the main suite on
   # CUDA tensors with the Triton path selected (torch_gpu), JAX on the GPU and CuPy where present.
-  step tests 150 env SOFTMAX_XP_BACKENDS=torch_gpu,jax_gpu,cupy SOFTMAX_XP_TORCH_CUDA=triton \
+  step tests 170 env SOFTMAX_XP_BACKENDS=torch_gpu,jax_gpu,cupy SOFTMAX_XP_TORCH_CUDA=triton \
     "$PY" -m pytest tests/test_triton.py tests/test_forward.py tests/test_derivatives.py \
     tests/test_edge_values.py -q -p no:cacheprovider --junitxml="$OUT/tests.xml"
-  step check 60 env SOFTMAX_XP_TORCH_CUDA=triton "$PY" -m softmax_xp check --no-integration
-  step bench_cli 60 env SOFTMAX_XP_TORCH_CUDA=triton "$PY" -m softmax_xp bench --device cuda \
+  step check 45 env SOFTMAX_XP_TORCH_CUDA=triton "$PY" -m softmax_xp check --no-integration
+  step bench_cli 45 env SOFTMAX_XP_TORCH_CUDA=triton "$PY" -m softmax_xp bench --device cuda \
     --backend torch --dtype float32 --repeats 5 --out "$OUT/cli"
-  step sweep 200 "$PY" bench/gpu/sweep.py --out "$OUT" --budget-s 150
+  step sweep 190 "$PY" bench/gpu/sweep.py --out "$OUT" --budget-s 140
   if [ "$MODE" = dry ]; then
     "$PY" bench/gpu/sweep.py --dry-run | tail -n 1
   fi
