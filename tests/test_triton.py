@@ -39,6 +39,11 @@ from softmax_xp._backends import _torch_cuda  # noqa: E402
 
 CUDA = bool(torch.cuda.is_available())
 DEVICE = "cuda" if CUDA else "cpu"
+if not CUDA:
+    # Triton's interpreter must be chosen before triton is first imported (its own library is
+    # decorated then), so it is set at collection, before any test can import triton; it only
+    # matters where SOFTMAX_XP_TORCH_CUDA=triton is set too (the fixture below).
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 #: Lowered thresholds that send these small shapes down each path.
 PATHS: dict[str, dict[str, int]] = {

@@ -6,7 +6,8 @@
 """Layer 3: Triton kernels for torch tensors on CUDA (and, for tests, CPU tensors under
 ``TRITON_INTERPRET=1``).
 
-Imported only when the Triton path is selected (see ``_torch_cuda``): importing it imports triton.
+Imported only when the Triton path is selected (see ``_torch_cuda``); triton itself is imported
+when a kernel first runs (see ``_kernel``).
 
 Every kernel sees its tensor as ``(outer, C, inner)``: the softmax axes (one axis, or a run of
 adjacent axes whose strides collapse) are ``C``; the axes before and after them are collapsed
@@ -47,12 +48,14 @@ import contextlib
 import dataclasses
 import itertools
 import math
-from collections.abc import Iterator
-from typing import Any
+import threading
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import torch
-import triton
-import triton.language as tl
+
+if TYPE_CHECKING:  # imported for real by _ensure, on first use
+    import triton.language as tl
 
 __all__ = [
     "Tuning",
@@ -84,6 +87,7 @@ class Tuning:
 
 
 _TUNING = Tuning()
+_LOCK = threading.Lock()
 
 
 @contextlib.contextmanager
@@ -188,8 +192,40 @@ def _warps(elems: int) -> int:
     return 4 if elems <= 2048 else 8 if elems <= 8192 else 16
 
 
+# -- kernel registration --------------------------------------------------------------------------
+_RAW: dict[str, Callable[..., Any]] = {}
+_READY: list[bool] = []
+
+
+def _kernel(fn: Callable[..., Any]) -> Any:
+    """Mark ``fn`` as a Triton function; :func:`_ensure` applies ``triton.jit`` on first use.
+
+    Not at import, and triton itself is imported only then: importing triton and applying
+    ``triton.jit`` fix whether Triton's interpreter runs the kernels (``TRITON_INTERPRET``),
+    and importing this module (doctest collection, say) should not decide that for the process.
+    """
+    _RAW[fn.__name__] = fn
+    return fn
+
+
+def _ensure() -> None:
+    """Replace every marked function in this module by its ``triton.jit`` form (once)."""
+    if _READY:
+        return
+    with _LOCK:
+        if not _READY:
+            import triton
+            import triton.language as tl
+
+            g = globals()
+            g["triton"], g["tl"] = triton, tl
+            for name, fn in _RAW.items():
+                g[name] = triton.jit(fn)
+            _READY.append(True)
+
+
 # -- shared device helpers ------------------------------------------------------------------------
-@triton.jit
+@_kernel
 def _offsets(r, c, inner, so, si, sc):
     r = r.to(tl.int64)
     o = r // inner
@@ -197,7 +233,7 @@ def _offsets(r, c, inner, so, si, sc):
     return (o * so + i * si)[:, None] + c.to(tl.int64)[None, :] * sc
 
 
-@triton.jit
+@_kernel
 def _load_x(x_ptr, w_ptr, r, c, n_rows, C, inner, sxo, sxi, sxc, swo, swi, swc, HAS_WHERE, F64):
     inb = (r < n_rows)[:, None] & (c < C)[None, :]
     x = tl.load(x_ptr + _offsets(r, c, inner, sxo, sxi, sxc), mask=inb, other=0.0)
@@ -212,7 +248,7 @@ def _load_x(x_ptr, w_ptr, r, c, n_rows, C, inner, sxo, sxi, sxc, swo, swi, swc, 
     return x, valid, inb
 
 
-@triton.jit
+@_kernel
 def _finite_part(x, valid):
     """x where it is valid and finite, else -inf; and per-row flags (1 NaN, 2 +inf, 4 any)."""
     ok = valid & (x == x) & (x < float("inf")) & (x > -float("inf"))
@@ -223,12 +259,12 @@ def _finite_part(x, valid):
     return xf, nan | (pinf * 2) | (anyv * 4)
 
 
-@triton.jit
+@_kernel
 def _safe(m):
     return tl.where(m > -float("inf"), m, 0.0)
 
 
-@triton.jit
+@_kernel
 def _shift(a, b, F64):
     """``a - b`` for ``a <= b`` with b finite, ``-inf`` where that overflows (a near -max, b
     near +max), computed without the overflow itself (the interpreter would warn about it)."""
@@ -240,13 +276,13 @@ def _shift(a, b, F64):
     return tl.where(big, -float("inf"), tl.where(big, b, a) - b)
 
 
-@triton.jit
+@_kernel
 def _rescale(m_old, m_new_safe, F64):
     """exp(m_old - m_new), 0 where m_old is -inf (m_new_safe is finite, >= m_old)."""
     return tl.exp(_shift(m_old, m_new_safe, F64))
 
 
-@triton.jit
+@_kernel
 def _write_forward(o_ptr, r, c, n_rows, C, inner, soo, soi, soc, xf, valid, inb, m, s, flags,
                    LOG, HAS_WHERE, F64):  # fmt: skip
     bad = ((flags & 3) != 0) | (((flags & 4) != 0) & (m == -float("inf")))
@@ -267,7 +303,7 @@ def _write_forward(o_ptr, r, c, n_rows, C, inner, soo, soi, soc, xf, valid, inb,
 
 
 # -- forward kernels ------------------------------------------------------------------------------
-@triton.jit
+@_kernel
 def _fwd_single(x_ptr, w_ptr, o_ptr, n_rows, C, inner,
                 sxo, sxi, sxc, swo, swi, swc, soo, soi, soc,
                 LOG: tl.constexpr, HAS_WHERE: tl.constexpr, F64: tl.constexpr,
@@ -283,7 +319,7 @@ def _fwd_single(x_ptr, w_ptr, o_ptr, n_rows, C, inner,
                    LOG, HAS_WHERE, F64)  # fmt: skip
 
 
-@triton.jit
+@_kernel
 def _fwd_stats(x_ptr, w_ptr, m_ptr, s_ptr, f_ptr, n_rows, C, inner,
                sxo, sxi, sxc, swo, swi, swc, SEG, NSPLIT,
                HAS_WHERE: tl.constexpr, F64: tl.constexpr,
@@ -316,7 +352,7 @@ def _fwd_stats(x_ptr, w_ptr, m_ptr, s_ptr, f_ptr, n_rows, C, inner,
     tl.store(f_ptr + ws, flags, mask=rm)
 
 
-@triton.jit
+@_kernel
 def _combine_stats(m_ptr, s_ptr, f_ptr, r, n_rows, NSPLIT, F64, NSP: tl.constexpr):
     j = tl.arange(0, NSP)
     inb = (r < n_rows)[:, None] & (j < NSPLIT)[None, :]
@@ -330,7 +366,7 @@ def _combine_stats(m_ptr, s_ptr, f_ptr, r, n_rows, NSPLIT, F64, NSP: tl.constexp
     return m, s, flags
 
 
-@triton.jit
+@_kernel
 def _fwd_write(x_ptr, w_ptr, o_ptr, m_ptr, s_ptr, f_ptr, n_rows, C, inner,
                sxo, sxi, sxc, swo, swi, swc, soo, soi, soc, SEG, NSPLIT,
                LOG: tl.constexpr, HAS_WHERE: tl.constexpr, F64: tl.constexpr,
@@ -349,7 +385,7 @@ def _fwd_write(x_ptr, w_ptr, o_ptr, m_ptr, s_ptr, f_ptr, n_rows, C, inner,
 
 
 # -- derivative kernels ---------------------------------------------------------------------------
-@triton.jit
+@_kernel
 def _load_pair(a_ptr, b_ptr, w_ptr, r, c, n_rows, C, inner, sao, sai, sac, sbo, sbi, sbc,
                swo, swi, swc, HAS_WHERE, F64):  # fmt: skip
     inb = (r < n_rows)[:, None] & (c < C)[None, :]
@@ -369,7 +405,7 @@ def _load_pair(a_ptr, b_ptr, w_ptr, r, c, n_rows, C, inner, sao, sai, sac, sbo, 
     return a, b, valid, inb
 
 
-@triton.jit
+@_kernel
 def _contribution(a, b, inb, MODE):
     if MODE == 0:
         t = a * b
@@ -380,7 +416,7 @@ def _contribution(a, b, inb, MODE):
     return tl.sum(t, axis=1)
 
 
-@triton.jit
+@_kernel
 def _write_product(o_ptr, r, c, n_rows, C, inner, soo, soi, soc, a, b, valid, inb, dot,
                    MODE, HAS_WHERE):  # fmt: skip
     if MODE == 0:
@@ -395,7 +431,7 @@ def _write_product(o_ptr, r, c, n_rows, C, inner, soo, soi, soc, a, b, valid, in
              mask=inb)  # fmt: skip
 
 
-@triton.jit
+@_kernel
 def _prod_single(a_ptr, b_ptr, w_ptr, o_ptr, n_rows, C, inner,
                  sao, sai, sac, sbo, sbi, sbc, swo, swi, swc, soo, soi, soc,
                  MODE: tl.constexpr, HAS_WHERE: tl.constexpr, F64: tl.constexpr,
@@ -409,7 +445,7 @@ def _prod_single(a_ptr, b_ptr, w_ptr, o_ptr, n_rows, C, inner,
                    MODE, HAS_WHERE)  # fmt: skip
 
 
-@triton.jit
+@_kernel
 def _prod_stats(a_ptr, b_ptr, w_ptr, d_ptr, n_rows, C, inner,
                 sao, sai, sac, sbo, sbi, sbc, swo, swi, swc, SEG, NSPLIT,
                 MODE: tl.constexpr, HAS_WHERE: tl.constexpr, F64: tl.constexpr,
@@ -429,7 +465,7 @@ def _prod_stats(a_ptr, b_ptr, w_ptr, d_ptr, n_rows, C, inner,
     tl.store(d_ptr + r.to(tl.int64) * NSPLIT + k, dot, mask=r < n_rows)
 
 
-@triton.jit
+@_kernel
 def _prod_write(a_ptr, b_ptr, w_ptr, o_ptr, d_ptr, n_rows, C, inner,
                 sao, sai, sac, sbo, sbi, sbc, swo, swi, swc, soo, soi, soc, SEG, NSPLIT,
                 MODE: tl.constexpr, HAS_WHERE: tl.constexpr, F64: tl.constexpr,
@@ -448,7 +484,7 @@ def _prod_write(a_ptr, b_ptr, w_ptr, o_ptr, d_ptr, n_rows, C, inner,
                        MODE, HAS_WHERE)  # fmt: skip
 
 
-@triton.jit
+@_kernel
 def _jac_kernel(a_ptr, o_ptr, C, CC, inner, sao, sai, sac,
                 LOG: tl.constexpr, F64: tl.constexpr,
                 BLOCK_I: tl.constexpr, BLOCK_J: tl.constexpr):  # fmt: skip
@@ -509,6 +545,7 @@ def forward(
     x: torch.Tensor, a0: int, a1: int, where: torch.Tensor | None, log: bool
 ) -> torch.Tensor | None:
     """softmax / log_softmax of ``x`` over axes ``a0..a1``; None where the strides do not suit."""
+    _ensure()
     g = geometry(x, a0, a1)
     if g is None or x.dtype not in _DTYPES:
         return None
@@ -527,7 +564,7 @@ def forward(
     common = (n, g.c, g.inner, *_strides(g), *ws)
     nw = _warps(p.block_r * p.block_c)
     if p.path == "single":
-        _fwd_single[(triton.cdiv(n, p.block_r),)](
+        _fwd_single[(_cdiv(n, p.block_r),)](
             x, wptr, out, *common, *_strides(go), LOG=log, HAS_WHERE=has_w, F64=f64,
             BLOCK_R=p.block_r, BLOCK_C=p.block_c, num_warps=nw,
         )  # fmt: skip
@@ -536,7 +573,7 @@ def forward(
     m = torch.empty((n, p.nsplit), dtype=sd, device=x.device)
     s = torch.empty((n, p.nsplit), dtype=sd, device=x.device)
     f = torch.empty((n, p.nsplit), dtype=torch.int32, device=x.device)
-    grid = (triton.cdiv(n, p.block_r), p.nsplit)
+    grid = (_cdiv(n, p.block_r), p.nsplit)
     _fwd_stats[grid](
         x, wptr, m, s, f, *common, p.seg, p.nsplit, HAS_WHERE=has_w, F64=f64,
         BLOCK_R=p.block_r, BLOCK_C=p.block_c, num_warps=nw,
@@ -553,6 +590,7 @@ def product(
     a: torch.Tensor, b: torch.Tensor, a0: int, a1: int, where: torch.Tensor | None, mode: int
 ) -> torch.Tensor | None:
     """The derivative products of the module docstring (``mode`` 0, 1, 2) over ``a0..a1``."""
+    _ensure()
     ga, gb = geometry(a, a0, a1), geometry(b, a0, a1)
     if ga is None or gb is None or a.dtype not in _DTYPES or b.dtype != a.dtype:
         return None
@@ -571,13 +609,13 @@ def product(
     common = (n, ga.c, ga.inner, *_strides(ga), *_strides(gb), *ws)
     nw = _warps(p.block_r * p.block_c)
     if p.path == "single":
-        _prod_single[(triton.cdiv(n, p.block_r),)](
+        _prod_single[(_cdiv(n, p.block_r),)](
             a, b, wptr, out, *common, *_strides(go), MODE=mode, HAS_WHERE=has_w, F64=f64,
             BLOCK_R=p.block_r, BLOCK_C=p.block_c, num_warps=nw,
         )  # fmt: skip
         return out
     d = torch.empty((n, p.nsplit), dtype=_stat_dtype(a), device=a.device)
-    grid = (triton.cdiv(n, p.block_r), p.nsplit)
+    grid = (_cdiv(n, p.block_r), p.nsplit)
     _prod_stats[grid](
         a, b, wptr, d, *common, p.seg, p.nsplit, MODE=mode, HAS_WHERE=has_w, F64=f64,
         BLOCK_R=p.block_r, BLOCK_C=p.block_c, num_warps=nw,
@@ -592,6 +630,7 @@ def product(
 
 def jacobian(a: torch.Tensor, a0: int, a1: int, log: bool) -> torch.Tensor | None:
     """Dense Jacobian from the forward output over ``a0..a1``: shape batch + (C, C)."""
+    _ensure()
     ga = geometry(a, a0, a1)
     if ga is None or a.dtype not in _DTYPES:
         return None
@@ -601,7 +640,7 @@ def jacobian(a: torch.Tensor, a0: int, a1: int, log: bool) -> torch.Tensor | Non
         return out
     bi = min(_p2(ga.c), 64)
     bj = min(_p2(ga.c), 128)
-    grid = (ga.rows, triton.cdiv(ga.c, bi), triton.cdiv(ga.c, bj))
+    grid = (ga.rows, _cdiv(ga.c, bi), _cdiv(ga.c, bj))
     _jac_kernel[grid](
         a, out, ga.c, ga.c * ga.c, ga.inner, *_strides(ga), LOG=log, F64=a.dtype == torch.float64,
         BLOCK_I=bi, BLOCK_J=bj, num_warps=_warps(bi * bj),
