@@ -44,9 +44,9 @@ def _module(backend: str) -> ModuleType | None:
 
         return _numpy
     if backend == "torch":
-        from . import _torch
+        from . import _torch_cuda  # torch's own kernels, or Triton where selected
 
-        return _torch
+        return _torch_cuda
     if backend == "jax":
         from . import _jax
 

@@ -22,7 +22,7 @@ import numpy as np
 
 import softmax_xp as sx
 
-__all__ = ["Row", "main", "run_checks"]
+__all__ = ["Row", "main", "run_checks", "torch_cuda_line"]
 
 KERNELS = (
     "softmax",
@@ -272,7 +272,7 @@ def _backends() -> Iterator[_Backend]:
         for dev in devices:
             yield _Backend(
                 "torch",
-                dev,
+                dev if _torch_path(dev) == "native" else f"{dev} (triton)",
                 ("float32", "float64"),
                 functools.partial(_to_torch, torch=torch, device=dev),
                 lambda t: np.asarray(t.detach().cpu().numpy(), dtype=np.float64),
@@ -306,6 +306,24 @@ def _backends() -> Iterator[_Backend]:
                 )
         except Exception:
             pass
+
+
+def _torch_path(device: str) -> str:
+    from .._backends import _torch_cuda
+
+    return _torch_cuda.path(device)
+
+
+def torch_cuda_line() -> str:
+    """Which implementation serves torch CUDA tensors, and how to change it."""
+    from .._backends import _torch_cuda
+
+    env = _torch_cuda.ENV
+    if _torch_cuda.selected() == "triton":
+        if not _torch_cuda.triton_available():
+            return f"torch CUDA path: native ({env}=triton, but triton is not installed)"
+        return f"torch CUDA path: triton ({env}=triton; the package's Triton kernels)"
+    return f"torch CUDA path: native (torch.softmax and friends; {env}=triton selects Triton)"
 
 
 def _check_one(b: _Backend, dtype: str, kernel: str, rng: np.random.Generator) -> Row:
@@ -417,6 +435,8 @@ def main(argv: list[str]) -> int:
     failed = [r for r in rows if not r.passed]
     backends = sorted({f"{r.backend}/{r.device}" for r in rows})
     print(f"\n{len(rows) - len(failed)} passed, {len(failed)} failed ({', '.join(backends)})")
+    if _installed("torch"):
+        print(torch_cuda_line())
     from .._backends import _numpy
 
     kernels = _numpy._rows
