@@ -23,11 +23,11 @@ nox.options.error_on_missing_interpreters = True
 CONSTRAINTS = ("-c", "constraints.txt")
 
 
-def _install(session: nox.Session) -> None:
+def _install(session: nox.Session, *extras: str) -> None:
     # Every test session installs every framework: they are each other's references (an edge
     # case on NumPy is checked against what torch and JAX return); SOFTMAX_XP_BACKENDS picks the
     # arrays a session tests.
-    session.install(*CONSTRAINTS, "-e", ".[test,torch,jax,dask]")
+    session.install(*CONSTRAINTS, "-e", f".[{','.join(['test', 'torch', 'jax', 'dask', *extras])}]")
 
 
 def _pytest(session: nox.Session, backends: str) -> None:
@@ -60,8 +60,9 @@ def dask(session: nox.Session) -> None:
 
 @nox.session
 def torch(session: nox.Session) -> None:
-    """PyTorch CPU (and CUDA where present), against torch.autograd and torch.func."""
-    _install(session)
+    """PyTorch CPU (and CUDA where present), against torch.autograd and torch.func; the Triton
+    kernels under Triton's interpreter (on a GPU, compiled)."""
+    _install(session, "triton")
     _pytest(session, "torch,torch_gpu")
 
 
