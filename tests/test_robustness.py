@@ -7,10 +7,15 @@ torch and JAX's own softmax, or the defining formulas evaluated in a wider dtype
 
 from __future__ import annotations
 
+import math
+import warnings
+
 import numpy as np
 import pytest
 import scipy.special
-from _support import in_session
+from _support import Backend, Lib, in_session
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import softmax_xp as sx
 
@@ -111,3 +116,129 @@ def test_numpy_bfloat16_computes_in_float32_and_returns_bfloat16() -> None:
     assert out.dtype == bf16
     np.testing.assert_allclose(out.astype(np.float64), ref, rtol=2**-6, atol=2**-7)
     assert sx.SoftmaxJacobian(y).to_dense().dtype == bf16
+
+
+# -- operators: no floating-point warning, NaN never hidden, max_bytes as a size ---------------
+def _numpy_backed(lib: Lib) -> bool:
+    return lib.backend in (Backend.NUMPY, Backend.NUMPY_READONLY, Backend.ARRAY_API_STRICT)
+
+
+def _methods(J: object, v: object) -> dict[str, object]:
+    """Every method and property of an operator that computes, on one vector ``v``."""
+    return {
+        "matvec": lambda: J.matvec(v),  # type: ignore[attr-defined]
+        "rmatvec": lambda: J.rmatvec(v),  # type: ignore[attr-defined]
+        "solve": lambda: J.solve(v),  # type: ignore[attr-defined]
+        "diagonal": lambda: J.diagonal(),  # type: ignore[attr-defined]
+        "trace": lambda: J.trace(),  # type: ignore[attr-defined]
+        "to_dense": lambda: J.to_dense(),  # type: ignore[attr-defined]
+    }
+
+
+OPERATORS = [(sx.SoftmaxJacobian, sx.softmax), (sx.LogSoftmaxJacobian, sx.log_softmax)]
+
+
+@pytest.mark.parametrize(
+    ("b", "want"),
+    [
+        ([1e308, -1e308, 0.0], [math.inf, -math.inf, 0.0]),  # the solution is beyond float64
+        ([math.inf, 0.0, 0.0], [math.nan] * 3),
+        ([math.nan, 0.0, 0.0], [math.nan] * 3),
+    ],
+)
+def test_softmax_jacobian_solve_of_huge_or_infinite_b_warns_nothing(
+    lib: Lib, b: list[float], want: list[float]
+) -> None:
+    y = lib.asarray(np.full(3, 1 / 3), "float64")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = lib.to_numpy(lib.call(lambda y, b: sx.SoftmaxJacobian(y).solve(b), y, lib.asarray(b)))
+    np.testing.assert_array_equal(out, np.array(want))
+
+
+def test_operators_on_non_outputs_warn_nothing(lib: Lib) -> None:
+    y = lib.asarray(np.array([[math.inf, 1.0, 0.0], [0.2, 0.3, 0.5]]), "float64")
+    v = lib.asarray(np.array([[1.0, -1.0, 0.0], [math.inf, 0.0, -math.inf]]), "float64")
+    for op, _ in OPERATORS:
+        J = op(y)
+        for name, call in _methods(J, v).items():
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")
+                out = lib.to_numpy(call())  # type: ignore[operator]
+            if name == "solve":  # the slice with +inf has no solution to give
+                assert np.isnan(out[0]).all(), op.__name__
+
+
+@pytest.mark.parametrize(("op", "fwd"), OPERATORS, ids=["softmax", "log_softmax"])
+@pytest.mark.parametrize("bad", [math.inf, math.nan])
+def test_solve_is_nan_where_matvec_is(lib: Lib, op: type, fwd: object, bad: float) -> None:
+    """A slice that is NaN throughout (a +inf or NaN logit) solves to NaN, as it multiplies."""
+    x = lib.asarray(np.array([[1.0, bad, 2.0], [0.5, -1.0, 2.0]]), "float64")
+    b = lib.asarray(np.array([[0.1, -0.2, 0.1], [0.3, 0.1, -0.4]]), "float64")
+    y = lib.call(fwd, x)
+    for name in ("solve", "matvec", "diagonal", "to_dense"):
+        out = lib.to_numpy(lib.call(lambda y, b, name=name: _methods(op(y), b)[name](), y, b))
+        assert np.isnan(out[0]).all(), name
+        assert np.isfinite(out[1]).all(), name
+
+
+@pytest.mark.parametrize("size", ["1GB", "1 GiB", "inf", "4096", 4096, 4096.0])
+def test_to_dense_takes_max_bytes_as_a_size(lib: Lib, size: object) -> None:
+    y = lib.asarray(np.full((2, 8), 1 / 8), "float64")
+    for op, _ in OPERATORS:
+        assert tuple(op(y).to_dense(max_bytes=size).shape) == (2, 8, 8)
+    with pytest.raises(MemoryError, match="over the budget of 1000 bytes"):
+        sx.SoftmaxJacobian(y).to_dense(max_bytes="1000B")
+
+
+@pytest.mark.parametrize(
+    ("size", "exc"),
+    [("1 parsec", ValueError), ("-3GB", ValueError), (-1, ValueError), (math.nan, ValueError),
+     (True, TypeError), ([1], TypeError)],
+)  # fmt: skip
+def test_to_dense_names_a_bad_max_bytes(lib: Lib, size: object, exc: type) -> None:
+    y = lib.asarray(np.full((2, 8), 1 / 8), "float64")
+    with pytest.raises(exc, match=r"LogSoftmaxJacobian.to_dense: argument `max_bytes`"):
+        sx.LogSoftmaxJacobian(y).to_dense(max_bytes=size)  # type: ignore[arg-type]
+
+
+# -- property: every operator method, non-finite inputs, no warning, NaN placement --------------
+_SPECIAL = [math.inf, -math.inf, math.nan, 1e308, -1e308, 0.0, 5e-324, 1.0, -1.0]
+
+
+@numpy_session
+@settings(max_examples=300)
+@given(data=st.data())
+def test_operator_methods_on_non_finite_input_warn_nothing(data: st.DataObject) -> None:
+    import array_api_strict as xps
+
+    shape = data.draw(st.sampled_from([(3,), (2, 4), (1, 1), (3, 2)]), label="shape")
+    values = st.one_of(st.sampled_from(_SPECIAL), st.floats(-1e3, 1e3))
+    n = math.prod(shape)
+    x = np.array(data.draw(st.lists(values, min_size=n, max_size=n)), dtype=np.float64)
+    b = np.array(data.draw(st.lists(values, min_size=n, max_size=n)), dtype=np.float64)
+    x, b = x.reshape(shape), b.reshape(shape)
+    as_output = data.draw(st.booleans(), label="from a forward pass")
+    xp_mod = data.draw(st.sampled_from([np, xps]), label="namespace")
+    for op, fwd in OPERATORS:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            y = xp_mod.asarray(x)
+            if as_output:
+                y = fwd(y)
+            J = op(y)
+            bb = xp_mod.asarray(b)
+            outs = {k: np.asarray(c()) for k, c in _methods(J, bb).items()}  # type: ignore[operator]
+            J.matmat(xp_mod.reshape(bb, (*shape, 1)))
+            J.rmatmat(xp_mod.reshape(bb, (*shape, 1)))
+        y_np = np.asarray(y)
+        with np.errstate(over="ignore"):
+            p_np = y_np if op is sx.SoftmaxJacobian else np.exp(y_np)
+        dead = ~np.isfinite(p_np).all(axis=-1, keepdims=True)
+        dead = np.broadcast_to(dead, shape)
+        # solve: a slice with a non-finite entry has no solution; forward outputs are then NaN
+        # throughout, and so is every method's result there
+        for name in ("solve", "diagonal", "matvec", "to_dense") if as_output else ("solve",):
+            if name == "to_dense":
+                continue  # rows layout; covered by the slice-wise methods
+            assert np.isnan(outs[name][dead]).all(), (op.__name__, name)
