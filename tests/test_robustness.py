@@ -242,3 +242,81 @@ def test_operator_methods_on_non_finite_input_warn_nothing(data: st.DataObject) 
             if name == "to_dense":
                 continue  # rows layout; covered by the slice-wise methods
             assert np.isnan(outs[name][dead]).all(), (op.__name__, name)
+
+
+# -- torch: sparse tensors, the default device ----------------------------------------------------
+@torch_session
+@pytest.mark.parametrize("layout", ["coo", "csr"])
+def test_sparse_torch_tensors_are_refused_naming_the_argument(layout: str) -> None:
+    torch = pytest.importorskip("torch")
+    dense = torch.eye(3, dtype=torch.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch's "sparse CSR support is in beta" notice
+        sparse = dense.to_sparse() if layout == "coo" else dense.to_sparse_csr()
+    for f in FORWARD:
+        with pytest.raises(TypeError, match=rf"{f.__name__}: argument `x` is a sparse torch"):
+            f(sparse)
+    with pytest.raises(TypeError, match=r"softmax_vjp: argument `g` is a sparse torch"):
+        sx.softmax_vjp(sx.softmax(dense), sparse)
+    with pytest.raises(TypeError, match=r"log_softmax: argument `where` is a sparse torch"):
+        sx.log_softmax(dense, where=dense.bool().to_sparse())
+    with pytest.raises(TypeError, match=r"SoftmaxJacobian: argument `y` is a sparse torch"):
+        sx.SoftmaxJacobian(sparse)
+    with pytest.raises(TypeError, match=r"SoftmaxJacobian.matvec: argument `v` is a sparse torch"):
+        sx.SoftmaxJacobian(dense).matvec(sparse)
+
+
+@torch_session
+@pytest.mark.parametrize("how", ["context", "set_default_device"])
+@pytest.mark.parametrize("nbytes", [32 * 2**20 - 4096, 32 * 2**20])
+def test_torch_cpu_tensors_under_another_default_device(how: str, nbytes: int) -> None:
+    """CPU tensors on both sides of the 32 MiB huge-page threshold, with a default device that is
+    not the CPU ('meta': every machine has it; 'cuda' where present)."""
+    torch = pytest.importorskip("torch")
+    c = 1024
+    n = nbytes // (4 * c)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n, c, generator=g)
+    v = torch.randn(n, c, generator=g)
+    y = torch.softmax(x, -1)
+    want = {
+        "softmax": y,
+        "log_softmax": torch.log_softmax(x, -1),
+        "softmax_vjp": torch._softmax_backward_data(v, y, -1, torch.float32),
+        "log_softmax_vjp": v - torch.exp(torch.log_softmax(x, -1)) * v.sum(-1, keepdim=True),
+    }
+    jx = x[: nbytes // (4 * 32 * 32), :32]  # a Jacobian result of `nbytes` too
+    jy = torch.softmax(jx, -1)
+    want_jac = torch.func.vmap(torch.func.jacrev(lambda r: torch.softmax(r, -1)))(jx)
+    devices = ["meta"] + (["cuda"] if torch.cuda.is_available() else [])
+    for dev in devices:
+        if how == "context":
+            ctx: object = torch.device(dev)
+        else:
+            ctx = _default_device(torch, dev)
+        with ctx:  # type: ignore[attr-defined]
+            got = {
+                "softmax": sx.softmax(x),
+                "log_softmax": sx.log_softmax(x),
+                "softmax_vjp": sx.softmax_vjp(want["softmax"], v),
+                "log_softmax_vjp": sx.log_softmax_vjp(want["log_softmax"], v),
+            }
+            jac = sx.softmax_jacobian(jy)
+        for name, out in got.items():
+            assert out.device.type == "cpu", name
+            torch.testing.assert_close(out, want[name], rtol=2e-6, atol=1e-6)
+        assert jac.device.type == "cpu"
+        torch.testing.assert_close(jac, want_jac, rtol=2e-6, atol=1e-7)
+
+
+class _default_device:
+    """``torch.set_default_device(dev)`` for the duration of a block, then the CPU again."""
+
+    def __init__(self, torch: object, dev: str) -> None:
+        self.torch, self.dev = torch, dev
+
+    def __enter__(self) -> None:
+        self.torch.set_default_device(self.dev)  # type: ignore[attr-defined]
+
+    def __exit__(self, *exc: object) -> None:
+        self.torch.set_default_device(None)  # type: ignore[attr-defined]
