@@ -7,13 +7,19 @@ torch and JAX's own softmax, or the defining formulas evaluated in a wider dtype
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import subprocess
+import sys
+import textwrap
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
 import scipy.special
-from _support import Backend, Lib, in_session
+from _support import Backend, Lib, in_session, tolerance
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -320,3 +326,152 @@ class _default_device:
 
     def __exit__(self, *exc: object) -> None:
         self.torch.set_default_device(None)  # type: ignore[attr-defined]
+
+
+# -- JAX: several host devices, sharding, both sides of the 32 MiB host-path threshold -----------
+JAX_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    import numpy as np
+    import jax
+    import jax.numpy as jnp
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+    import softmax_xp as sx
+
+    assert jax.device_count() == 8, jax.devices()
+    MiB = 2**20
+    rng = np.random.default_rng(0)
+    report = {}
+
+    def err(a, b):
+        a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+        same_nan = bool((np.isnan(a) == np.isnan(b)).all())
+        d = np.abs(np.where(np.isnan(a), 0, a) - np.where(np.isnan(b), 0, b))
+        scale = np.maximum(np.abs(np.where(np.isnan(b), 0, b)), 1e-30)
+        return {"abs": float(d.max(initial=0)), "scale": float(scale.max(initial=1)),
+                "same_nan": same_nan}
+
+    def kernels(x, v):
+        y, l = jax.nn.softmax(x), jax.nn.log_softmax(x)
+        vjp_s = jax.vjp(jax.nn.softmax, x)[1](v)[0]
+        vjp_l = jax.vjp(jax.nn.log_softmax, x)[1](v)[0]
+        jvp_s = jax.jvp(jax.nn.softmax, (x,), (v,))[1]
+        jvp_l = jax.jvp(jax.nn.log_softmax, (x,), (v,))[1]
+        return {
+            "softmax": (lambda: sx.softmax(x), y),
+            "log_softmax": (lambda: sx.log_softmax(x), l),
+            "softmax_vjp": (lambda: sx.softmax_vjp(y, v), vjp_s),
+            "softmax_jvp": (lambda: sx.softmax_jvp(y, v), jvp_s),
+            "log_softmax_vjp": (lambda: sx.log_softmax_vjp(l, v), vjp_l),
+            "log_softmax_jvp": (lambda: sx.log_softmax_jvp(l, v), jvp_l),
+            "SoftmaxJacobian.matvec": (lambda: sx.SoftmaxJacobian(y).matvec(v), jvp_s),
+            "LogSoftmaxJacobian.rmatvec": (lambda: sx.LogSoftmaxJacobian(l).rmatvec(v), vjp_l),
+        }
+
+    # devices 0, 3 and 7 (committed), each on both sides of the threshold, with a +inf row
+    C = 1024
+    for dev_id in (0, 3, 7):
+        dev = jax.devices()[dev_id]
+        for nbytes in (32 * MiB - 4 * C, 32 * MiB):
+            n = nbytes // (4 * C)
+            x_np = rng.normal(size=(n, C)).astype(np.float32)
+            x_np[1, 5] = np.inf
+            x = jax.device_put(x_np, dev)
+            v = jax.device_put(rng.normal(size=(n, C)).astype(np.float32), dev)
+            for name, (ours, ref) in kernels(x, v).items():
+                out = ours()
+                report[f"{name}|dev{dev_id}|{nbytes}"] = dict(
+                    err(out, ref), devices=[d.id for d in out.devices()], want=[dev_id])
+            # the dense Jacobian: a result of nbytes from a (n, 32) input
+            jx = jax.device_put(x_np[: nbytes // (4 * 32 * 32), :32], dev)
+            ref = jax.vmap(jax.jacfwd(jax.nn.softmax))(jx)
+            out = sx.softmax_jacobian(jax.nn.softmax(jx))
+            report[f"softmax_jacobian|dev{dev_id}|{nbytes}"] = dict(
+                err(out, ref), devices=[d.id for d in out.devices()], want=[dev_id])
+            ref = jax.vmap(jax.jacfwd(jax.nn.log_softmax))(jx)
+            out = sx.log_softmax_jacobian(jax.nn.log_softmax(jx))
+            report[f"log_softmax_jacobian|dev{dev_id}|{nbytes}"] = dict(
+                err(out, ref), devices=[d.id for d in out.devices()], want=[dev_id])
+
+    # every operator method, eager, on sharded forward outputs, against the dense Jacobian
+    mesh = Mesh(np.array(jax.devices()).reshape(8), ("d",))
+    x_np = rng.normal(size=(16, 64)).astype(np.float32)
+    b_np = rng.normal(size=(16, 64)).astype(np.float32)
+    for layout, spec in (("batch", P("d", None)), ("class", P(None, "d"))):
+        sh = NamedSharding(mesh, spec)
+        x, b = jax.device_put(x_np, sh), jax.device_put(b_np, sh)
+        for op, fwd in ((sx.SoftmaxJacobian, jax.nn.softmax),
+                        (sx.LogSoftmaxJacobian, jax.nn.log_softmax)):
+            J = op(fwd(x))
+            dense = np.asarray(jax.vmap(jax.jacfwd(fwd))(jnp.asarray(x_np)), dtype=np.float64)
+            bb = b_np.astype(np.float64)
+            # minimum-norm least squares on the dense matrix, slice by slice (rcond: the
+            # matrices are float32 values, whose null direction has a singular value ~1e-8)
+            want_solve = np.stack([np.linalg.lstsq(dense[i], bb[i], rcond=1e-5)[0]
+                                   for i in range(16)])
+            want = {
+                "matvec": np.einsum("nij,nj->ni", dense, bb),
+                "rmatvec": np.einsum("nij,ni->nj", dense, bb),
+                "diagonal": np.einsum("nii->ni", dense),
+                "trace": np.einsum("nii->n", dense),
+                "to_dense": dense,
+                "solve": want_solve,
+            }
+            got = {
+                "matvec": lambda: J.matvec(b), "rmatvec": lambda: J.rmatvec(b),
+                "diagonal": J.diagonal, "trace": J.trace, "to_dense": J.to_dense,
+                "solve": lambda: J.solve(b),
+            }
+            for name, call in got.items():
+                out = call()
+                report[f"{op.__name__}.{name}|{layout}"] = dict(
+                    err(out, want[name]), devices=sorted(d.id for d in out.devices()),
+                    want=list(range(8)))
+    with open(sys.argv[1], "w") as fh:
+        json.dump(report, fh)
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def jax_devices_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
+    tmp = tmp_path_factory.mktemp("jax_devices")
+    script, js = tmp / "run.py", tmp / "report.json"
+    script.write_text(JAX_SCRIPT)
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = (
+        env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+    ).strip()
+    env["JAX_PLATFORMS"] = "cpu"
+    proc = subprocess.run(
+        [sys.executable, str(script), str(js)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert proc.returncode == 0, f"the multi-device run failed:\n{proc.stdout}\n{proc.stderr}"
+    report: dict[str, dict] = json.loads(Path(js).read_text())
+    return report
+
+
+@jax_session
+def test_jax_host_devices_sharding_and_the_host_threshold(
+    jax_devices_run: dict[str, dict],
+) -> None:
+    """Every kernel on CPU devices 0, 3 and 7 on both sides of 32 MiB, and every operator method
+    on batch- and class-sharded input: right values (float32 tolerance against jax's own
+    transforms, float64 NumPy on the dense Jacobian), NaN where jax has NaN, the input's
+    devices."""
+    rtol, atol = tolerance("float32")
+    assert len(jax_devices_run) == 3 * 2 * 10 + 2 * 2 * 6
+    bad = {
+        k: r
+        for k, r in jax_devices_run.items()
+        if not r["same_nan"]
+        or r["devices"] != r["want"]
+        or r["abs"] > atol + rtol * (r["scale"] if ".solve" in k else 1.0)
+    }
+    assert not bad, bad
