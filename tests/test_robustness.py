@@ -475,3 +475,83 @@ def test_jax_host_devices_sharding_and_the_host_threshold(
         or r["abs"] > atol + rtol * (r["scale"] if ".solve" in k else 1.0)
     }
     assert not bad, bad
+
+
+# -- every dense-Jacobian budget under every vmap -------------------------------------------------
+def _budget_calls() -> dict[str, object]:
+    return {
+        "softmax_jacobian": sx.softmax_jacobian,
+        "log_softmax_jacobian": sx.log_softmax_jacobian,
+        "SoftmaxJacobian.to_dense": lambda y: sx.SoftmaxJacobian(y).to_dense(),
+        "LogSoftmaxJacobian.to_dense": lambda y: sx.LogSoftmaxJacobian(y).to_dense(),
+        "to_dense(max_bytes=)": lambda y: sx.SoftmaxJacobian(y).to_dense(max_bytes="4KiB"),
+    }
+
+
+def _jax_maps() -> dict[str, object]:
+    import jax
+
+    return {
+        "vmap": lambda f: jax.vmap(f),
+        "jit(vmap)": lambda f: jax.jit(jax.vmap(f)),
+        "vmap(vmap)": lambda f: jax.vmap(jax.vmap(f)),
+        "vmap(jacfwd)": lambda f: jax.vmap(lambda r: jax.jacfwd(lambda t: f(t).sum())(r)),
+    }
+
+
+def _torch_maps() -> dict[str, object]:
+    import torch
+
+    return {
+        "vmap": lambda f: torch.func.vmap(f),
+        "vmap(vmap)": lambda f: torch.func.vmap(torch.func.vmap(f)),
+        "vmap(grad)": lambda f: torch.func.vmap(torch.func.grad(lambda t: f(t).sum())),
+    }
+
+
+# 8 examples of (2, 1, 16) float32: one example's Jacobian is 2·16²·4 = 2 KiB, all of them 16 KiB
+_EXAMPLE = (2, 1, 16)
+_PER_EXAMPLE = 2 * 16 * 16 * 4
+
+
+def _vmapped_input(framework: str, nested: bool) -> object:
+    shape = (4, 2, *_EXAMPLE) if nested else (8, *_EXAMPLE)
+    data = np.full(shape, 1 / 16, dtype=np.float32)
+    if framework == "jax":
+        import jax.numpy as jnp
+
+        return jnp.asarray(data)
+    import torch
+
+    return torch.from_numpy(data)
+
+
+@pytest.mark.parametrize("call", list(_budget_calls()))
+@pytest.mark.parametrize(
+    ("framework", "mapping"),
+    # not vmap(jit(f)): jit traces f once per example shape, before vmap batches the program, so
+    # no trace-time check can see the mapped size (docs/semantics.md)
+    [*(("jax", m) for m in ("vmap", "jit(vmap)", "vmap(vmap)", "vmap(jacfwd)")),
+     *(("torch", m) for m in ("vmap", "vmap(vmap)", "vmap(grad)"))],
+)  # fmt: skip
+def test_dense_budget_counts_every_vmapped_example(
+    framework: str, mapping: str, call: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not in_session(framework):
+        pytest.skip(f"runs in the {framework} session")
+    pytest.importorskip(framework)
+    maps = _jax_maps() if framework == "jax" else _torch_maps()
+    fn = _budget_calls()[call]
+    y = _vmapped_input(framework, nested=mapping == "vmap(vmap)")
+    mapped = maps[mapping](fn)  # type: ignore[operator]
+    # 4 KiB: two examples' worth, far below the eight examples' 16 KiB
+    monkeypatch.setenv("SOFTMAX_XP_MAX_DENSE_BYTES", "4KiB")
+    with pytest.raises(MemoryError, match=r"under vmap over .* examples"):
+        mapped(y)
+    # one example alone fits: the direct, unmapped call passes
+    example = y[0, 0] if mapping == "vmap(vmap)" else y[0]  # type: ignore[index]
+    assert tuple(fn(example).shape) == (2, 1, 16, 16)  # type: ignore[operator]
+    if call != "to_dense(max_bytes=)":  # the per-call budget does not read the environment
+        monkeypatch.setenv("SOFTMAX_XP_MAX_DENSE_BYTES", str(8 * _PER_EXAMPLE))
+        out = mapped(y)
+        assert out.shape[0] in (4, 8)

@@ -42,6 +42,7 @@ __all__ = [
     "SoftmaxJacobian",
     "check_dense_budget",
     "dense_budget",
+    "vmap_sizes",
 ]
 
 #: The environment variable read (at every call) for the dense-Jacobian memory budget.
@@ -119,6 +120,39 @@ def _gib(n: float) -> str:
     return f"{n:.0f} bytes"
 
 
+def vmap_sizes(arr: Array) -> tuple[int, ...]:
+    """The sizes of the ``jax.vmap`` / ``torch.func.vmap`` axes mapped over ``arr`` (outermost
+    last; empty outside any vmap): a kernel called per example allocates that many results."""
+    sizes: list[int] = []
+    if array_api_compat.is_torch_array(arr):
+        import torch
+
+        functorch = getattr(torch._C, "_functorch", None)
+        t = arr
+        while functorch is not None and functorch.is_functorch_wrapped_tensor(t):
+            if functorch.is_batchedtensor(t):
+                inner = functorch.get_unwrapped(t)
+                sizes.append(int(inner.shape[functorch.maybe_get_bdim(t)]))
+                t = inner
+            else:  # torch.func.grad / jvp wrappers: the same values, one level in
+                t = functorch.get_unwrapped(t)
+        return tuple(sizes)
+    if array_api_compat.is_jax_array(arr):
+        import jax
+
+        t = arr
+        while isinstance(t, jax.core.Tracer):
+            if hasattr(t, "batch_dim") and hasattr(t, "val"):  # a vmap level
+                if isinstance(t.batch_dim, int):
+                    sizes.append(int(t.val.shape[t.batch_dim]))
+                t = t.val
+            elif hasattr(t, "primal"):  # jvp / linearize (grad, jacfwd): the primal, one level in
+                t = t.primal
+            else:  # jit and other traces: the shape is the full one already
+                break
+    return tuple(sizes)
+
+
 def check_dense_budget(
     func: str, p: _v.Prepared, shape: tuple[Any, ...], max_bytes: float | str | None = None
 ) -> None:
@@ -126,7 +160,8 @@ def check_dense_budget(
 
     The size counted is ``batch · C² · itemsize`` of the *working* dtype (float16 and bfloat16
     are computed in float32, so they count 4 bytes an entry): the largest array the dense path
-    allocates. Shapes with unknown sizes (Dask's NaN chunks) are not checked.
+    allocates, times the examples of any enclosing ``jax.vmap`` / ``torch.func.vmap`` (each one
+    allocates its own result). Shapes with unknown sizes (Dask's NaN chunks) are not checked.
     """
     try:
         sizes = [int(s) for s in shape]
@@ -134,14 +169,17 @@ def check_dense_budget(
         return
     c = math.prod(sizes[a] for a in p.axis)
     batch = math.prod(s for i, s in enumerate(sizes) if i not in p.axis)
+    mapped = vmap_sizes(p.arrays[0])  # the examples of enclosing vmaps (one result each)
     work = p.arrays[0].dtype
-    need = batch * c * c * _itemsize(p.xp, work)
+    need = math.prod(mapped) * batch * c * c * _itemsize(p.xp, work)
     budget = dense_budget(max_bytes, func)
     if need > budget:
         op = "LogSoftmaxJacobian" if func.startswith("log_softmax") else "SoftmaxJacobian"
         bshape = tuple(s for i, s in enumerate(sizes) if i not in p.axis)
+        under = f" under vmap over {mapped} examples" if mapped else ""
         raise MemoryError(
-            f"{func}: the dense Jacobian would have shape {(*bshape, c, c)} and take {_gib(need)} "
+            f"{func}: the dense Jacobian would have shape {(*bshape, c, c)}{under} and take "
+            f"{_gib(need)} "
             f"({need} bytes in {work}), over the budget of {_gib(budget)}. Use softmax_xp.{op}"
             f"(..., axis=...) instead: it keeps only the forward output (O(N·C) memory) and offers "
             f"matvec, rmatvec, matmat, diagonal, trace and solve. To allow a larger dense result, "
