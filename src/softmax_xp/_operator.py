@@ -128,7 +128,7 @@ def vmap_sizes(arr: Array) -> tuple[int, ...]:
         import torch
 
         functorch = getattr(torch._C, "_functorch", None)
-        t = arr
+        t: Any = arr
         while functorch is not None and functorch.is_functorch_wrapped_tensor(t):
             if functorch.is_batchedtensor(t):
                 inner = functorch.get_unwrapped(t)
