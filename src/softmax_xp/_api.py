@@ -219,6 +219,7 @@ def softmax_jacobian(y: Array, /, *, axis: Axis = -1, xp: Namespace | None = Non
            [-0.05989202, -0.1628034 ,  0.22269543]])
     """
     p = _v.prepare_single("softmax_jacobian", "y", y, axis, xp)
+    _v.require_known_sizes("softmax_jacobian", "y", y, p.axis)
     from ._operator import check_dense_budget  # the budget lives with the operators
 
     check_dense_budget("softmax_jacobian", p, tuple(y.shape))
@@ -341,6 +342,7 @@ def log_softmax_jacobian(l: Array, /, *, axis: Axis = -1, xp: Namespace | None =
            [-0.5,  0.5]])
     """
     p = _v.prepare_single("log_softmax_jacobian", "l", l, axis, xp)
+    _v.require_known_sizes("log_softmax_jacobian", "l", l, p.axis)
     from ._operator import check_dense_budget  # the budget lives with the operators
 
     check_dense_budget("log_softmax_jacobian", p, tuple(l.shape))

@@ -303,7 +303,10 @@ class _JacobianOperator:
                 f"{(*_shape(y), 'k')} (one vector per index of the last axis), got {_shape(v)}"
             )
         xp = self._xp
-        yb = xp.broadcast_to(xp.expand_dims(y, axis=-1), _shape(v))
+        if _v.has_unknown_sizes(_shape(v)):  # Dask cannot broadcast_to NaN sizes; `+` can
+            yb = _generic.expand_dims(y, -1, xp) + xp.zeros_like(v, dtype=y.dtype)
+        else:
+            yb = xp.broadcast_to(xp.expand_dims(y, axis=-1), _shape(v))
         return _v.prepare_pair(func, (self._arg, name), yb, v, self._axis, None, xp)
 
     def _run(self, kernel: str, p: _v.Prepared) -> Array:
@@ -346,6 +349,7 @@ class _JacobianOperator:
         """
         func = f"{type(self).__name__}.to_dense"
         dense_budget(max_bytes, func)  # a bad max_bytes is an error even for an unknown shape
+        _v.require_known_sizes(func, self._arg, self._orig, self._axis)
         check_dense_budget(func, self._p, _shape(self._orig), max_bytes)
         return self._done(_call(self._dense, self._w, axis=self._axis, xp=self._xp))
 

@@ -27,6 +27,7 @@ __all__ = [
     "prepare_forward",
     "prepare_pair",
     "prepare_single",
+    "require_known_sizes",
     "restore_dtype",
 ]
 
@@ -251,7 +252,7 @@ class Prepared:
 
 
 def _check_where(
-    func: str, xp: Namespace, where: Array | None, shape: tuple[int, ...]
+    func: str, xp: Namespace, where: Array | None, shape: tuple[int, ...], like: Array
 ) -> Array | None:
     if where is None:
         return None
@@ -268,6 +269,9 @@ def _check_where(
             f"shape {shape}"
         )
     if wshape != shape and not (len(wshape) == len(shape) and _same_shape(wshape, shape)):
+        if has_unknown_sizes(shape):  # Dask cannot broadcast_to a NaN size; elementwise ops can
+            none = xp.logical_and(xp.isnan(like), xp.asarray(False))  # all False, like's chunks
+            return xp.logical_or(where, none)
         where = xp.broadcast_to(where, shape)
     return where
 
@@ -319,7 +323,7 @@ def prepare_forward(
     axes = normalize_axis(func, axis, x.ndim)
     if where is not None:
         _check_device(func, ("x", "where"), (x, where))
-    mask = _check_where(func, xp, where, _shape(x))
+    mask = _check_where(func, xp, where, _shape(x), x)
     return Prepared(xp, (_to(xp, x, _work_dtype(xp, out_dtype)),), axes, mask, out_dtype)
 
 
@@ -357,7 +361,7 @@ def prepare_pair(
         _check_device(func, (*names, "where"), (y, v, where))
     out_dtype = dt_y if dt_y == dt_v else xp.result_type(dt_y, dt_v)
     axes = normalize_axis(func, axis, y.ndim)
-    mask = _check_where(func, xp, where, _shape(y))
+    mask = _check_where(func, xp, where, _shape(y), y)
     work = _work_dtype(xp, out_dtype)
     return Prepared(xp, (_to(xp, y, work), _to(xp, v, work)), axes, mask, out_dtype)
 
@@ -393,6 +397,23 @@ def _narrows(xp: Namespace, src: Any, dst: Any) -> bool:
         return bool(xp.finfo(dst).max < xp.finfo(src).max)
     except Exception:  # pragma: no cover - not floating
         return False
+
+
+def require_known_sizes(func: str, name: str, arr: Array, axis: tuple[int, ...]) -> None:
+    """Refuse, naming the argument, a dense Jacobian of an array whose shape Dask does not know
+    yet where the layout ``batch + (C, C)`` needs it: along the softmax axes (C itself), or
+    anywhere when several softmax axes are flattened into one."""
+    shape = _shape(arr)
+    if not has_unknown_sizes(shape):
+        return
+    c_unknown = has_unknown_sizes(tuple(shape[a] for a in axis))
+    if c_unknown or len(axis) > 1:
+        where = "along the softmax axes" if c_unknown else "while several softmax axes are merged"
+        raise ValueError(
+            f"{func}: argument `{name}` has unknown sizes {shape} {where} (a Dask array after "
+            f"boolean indexing, say); the dense Jacobian's shape depends on them: call "
+            f"`{name}.compute_chunk_sizes()` first, or use the products of the Jacobian operator"
+        )
 
 
 def axis_size(shape: tuple[int, ...], axis: tuple[int, ...]) -> int:
