@@ -223,12 +223,14 @@ def _shape(a: Array) -> tuple[Any, ...]:
 
 
 def _scale(xp: Namespace, b: Array, axis: tuple[int, ...]) -> Array:
-    """``max |b|`` per slice where it is finite and positive, else 1: the solves divide by it
-    first and multiply by it last, so that a ``b`` near the dtype's maximum gives the correctly
-    rounded solution (``inf`` only where the solution itself is beyond range), not NaN."""
+    """``sqrt(max |b|)`` per slice where that is finite and positive, else 1: the solves divide
+    by it twice first and multiply by it twice last, so that a ``b`` near the dtype's maximum
+    gives the rounded solution (``inf`` only where the solution itself is beyond range), not
+    NaN. The square root keeps every factor's reciprocal normal: XLA on CPU divides by
+    multiplying with the reciprocal and flushes subnormals to zero (``1e308 / 1e308`` is 0)."""
     s = xp.max(xp.abs(b), axis=axis, keepdims=True)
     one = _const(xp, b, 1.0)
-    return xp.where(xp.isfinite(s) & (s > _const(xp, b, 0.0)), s, one)
+    return xp.sqrt(xp.where(xp.isfinite(s) & (s > _const(xp, b, 0.0)), s, one))
 
 
 class _JacobianOperator:
@@ -470,10 +472,10 @@ class SoftmaxJacobian(_JacobianOperator):
         count = xp.where(count > zero, count, one)
         bz = xp.where(pos, bb, zero)
         scale = _scale(xp, bz, axis)
-        bz = bz / scale  # |b| <= 1: no sum below overflows where the solution is representable
+        bz = bz / scale / scale  # |b| <= 1: no sum below overflows, bar a solution beyond range
         bz = bz - xp.sum(bz, axis=axis, keepdims=True) / count  # onto Σ b = 0
         q = xp.where(pos, bz / xp.where(pos, y, one), zero)
-        x = xp.where(pos, q - xp.sum(q, axis=axis, keepdims=True) / count, zero) * scale
+        x = xp.where(pos, q - xp.sum(q, axis=axis, keepdims=True) / count, zero) * scale * scale
         # A slice with a non-finite entry of y (NaN throughout, from a +inf or NaN logit) is NaN,
         # as matvec, to_dense and diagonal give it: no solution is hidden behind zeros.
         bad = xp.any(xp.logical_not(xp.isfinite(y)), axis=axis, keepdims=True)
@@ -551,10 +553,10 @@ class LogSoftmaxJacobian(_JacobianOperator):
         pp = xp.sum(p * p, axis=axis, keepdims=True)
         live = pp > zero
         scale = _scale(xp, bb, axis)
-        bs = bb / scale  # |b| <= 1: no sum below overflows where the solution is representable
+        bs = bb / scale / scale  # |b| <= 1: no sum below overflows, bar a solution beyond range
         coef = xp.sum(p * bs, axis=axis, keepdims=True) / xp.where(live, pp, one)
         z = bs - xp.where(live, coef, zero) * p
-        x = (z - xp.mean(z, axis=axis, keepdims=True)) * scale
+        x = (z - xp.mean(z, axis=axis, keepdims=True)) * scale * scale
         # A slice with a non-finite p (NaN throughout, from a +inf or NaN logit) is NaN, as
         # matvec, to_dense and diagonal give it; an all-masked slice (p = 0) keeps x = b.
         bad = xp.any(xp.logical_not(xp.isfinite(p)), axis=axis, keepdims=True)
