@@ -161,7 +161,12 @@ def test_softmax_jacobian_solve_of_huge_or_infinite_b_warns_nothing(
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         out = lib.to_numpy(lib.call(lambda y, b: sx.SoftmaxJacobian(y).solve(b), y, lib.asarray(b)))
-    np.testing.assert_array_equal(out, np.array(want))
+    want_np = np.array(want)
+    finite = np.isfinite(want_np)
+    np.testing.assert_array_equal(out[~finite], want_np[~finite])  # inf, -inf and NaN exactly
+    # the finite entries to rounding relative to the slice's scale (1e308): XLA under jit
+    # reassociates the scaling, so the 0 comes out as a few ulps of 1e308
+    np.testing.assert_allclose(out[finite], want_np[finite], rtol=0, atol=1e308 * 1e-15)
 
 
 def test_operators_on_non_outputs_warn_nothing(lib: Lib) -> None:
