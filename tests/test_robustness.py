@@ -657,3 +657,95 @@ def test_dask_unknown_sizes_along_the_softmax_axis() -> None:
     ):
         with pytest.raises(ValueError, match=rf"{func}: argument `[yl]` has unknown sizes"):
             call()
+
+
+# -- property: the NumPy fast paths on both sides of every size threshold -------------------------
+_THRESHOLD_C = [1, 2, 31, 32, 33, 8191, 8192, 8208]  # short rows <= 32; 16-way float32 sums >= 8192
+_THRESHOLD_BYTES = [512 * 1024, 1024 * 1024, 2 * 1024 * 1024]  # block, C task, thread minimum
+
+
+def _np_reference(kernel: str, x: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """The kernel in longdouble NumPy from the defining formulas (x: logits, v: a vector)."""
+    xl = x.astype(np.longdouble)
+    e = np.exp(xl - xl.max(-1, keepdims=True))
+    y = e / e.sum(-1, keepdims=True)
+    vl = v.astype(np.longdouble)
+    return {
+        "softmax": y,
+        "log_softmax": np.log(y),
+        "softmax_vjp": y * (vl - (vl * y).sum(-1, keepdims=True)),
+        "log_softmax_jvp": vl - (y * vl).sum(-1, keepdims=True),
+        "log_softmax_vjp": vl - y * vl.sum(-1, keepdims=True),
+    }[kernel]
+
+
+@numpy_session
+@settings(max_examples=40)
+@given(
+    c=st.sampled_from(_THRESHOLD_C),
+    target=st.sampled_from(_THRESHOLD_BYTES),
+    side=st.sampled_from([-1, 0, 1]),
+    dtype=st.sampled_from(["float32", "float64", "longdouble", "float16", "bfloat16"]),
+    swapped=st.booleans(),
+    layout=st.sampled_from(["C", "F", "strided", "unaligned"]),
+    kernel=st.sampled_from(
+        ["softmax", "log_softmax", "softmax_vjp", "log_softmax_jvp", "log_softmax_vjp"]
+    ),
+)
+def test_numpy_fast_paths_across_thresholds_byte_orders_and_precisions(
+    c: int, target: int, side: int, dtype: str, swapped: bool, layout: str, kernel: str
+) -> None:
+    if dtype == "bfloat16":
+        ml_dtypes = pytest.importorskip("ml_dtypes")
+        dt = np.dtype(ml_dtypes.bfloat16)
+        swapped = False  # no byte-swapped bfloat16
+    else:
+        dt = np.dtype(dtype)
+    if swapped:
+        dt = dt.newbyteorder("S")
+    work = 4 if dt.itemsize <= 4 else dt.itemsize
+    n = max(1, target // (c * work) + side)  # rows: one below, at, one above the threshold
+    rng = np.random.default_rng(c * 7 + n)
+    x64 = rng.normal(scale=3.0, size=(n, c))
+    v64 = rng.normal(size=(n, c))
+    x, v = _layout(x64.astype(dt), layout), _layout(v64.astype(dt), layout)
+    x_in, v_in = x.copy(), v.copy()
+    want = _np_reference(kernel, x.astype(np.float64), v.astype(np.float64))
+    if kernel in ("softmax", "log_softmax"):
+        out = getattr(sx, kernel)(x)
+    else:
+        fwd = sx.softmax if kernel.startswith("softmax") else sx.log_softmax
+        out = getattr(sx, kernel)(fwd(x), v)
+    assert out.dtype == dt.newbyteorder("=")  # the native dtype of the same precision
+    assert out.shape == (n, c)
+    np.testing.assert_array_equal(x, x_in)  # inputs untouched
+    np.testing.assert_array_equal(v, v_in)
+    if dtype in ("float16", "bfloat16"):
+        # float32 arithmetic, rounded once to a dtype with 11 (8) significant bits
+        rtol = 2.0 ** (-10 if dtype == "float16" else -7)
+        np.testing.assert_allclose(
+            out.astype(np.float64), want.astype(np.float64), rtol=4 * rtol, atol=4 * rtol
+        )
+        return
+    eps = float(np.finfo(dt.newbyteorder("=")).eps)
+    tol = 64 * eps * max(1.0, math.log2(c) + 1)
+    np.testing.assert_allclose(
+        out.astype(np.longdouble), want, rtol=tol, atol=tol * float(np.abs(want).max())
+    )
+
+
+def _layout(a: np.ndarray, layout: str) -> np.ndarray:
+    """The same values in another memory layout: Fortran order, a strided view, or data that
+    starts one byte off alignment."""
+    if layout == "F":
+        return np.asfortranarray(a)
+    if layout == "strided":
+        big = np.empty((a.shape[0], 2 * a.shape[1]), dtype=a.dtype)
+        big[:, ::2] = a
+        return big[:, ::2]
+    if layout == "unaligned":
+        raw = np.empty(a.nbytes + 1, dtype=np.uint8)
+        out = raw[1:].view(a.dtype).reshape(a.shape)
+        out[...] = a
+        return out
+    return a
