@@ -44,7 +44,8 @@ def softmax(
     ----------
     x : array
         Logits. Integer and bool input is promoted to the default real floating dtype;
-        complex input is a ``TypeError``.
+        complex input is a ``TypeError``. A NumPy scalar counts as a 0-d NumPy array (the
+        result is a 0-d array); sparse torch tensors are a ``TypeError``.
     axis : int, tuple of ints or None, optional
         The axis (or axes, taken jointly) each softmax runs over. ``None`` means all axes.
         Default: ``-1``.
@@ -54,6 +55,8 @@ def softmax(
         ``jax.nn.softmax(..., where=...)``.
     dtype : dtype, optional
         Cast `x` to this real floating dtype before computing (like ``torch.softmax(dtype=)``).
+        A NumPy dtype of either byte order gives the native dtype of that precision;
+        ``numpy.longdouble`` is computed in itself.
     xp : array namespace, optional
         The namespace of `x`; found with array-api-compat when not given.
 
