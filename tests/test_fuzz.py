@@ -12,7 +12,9 @@ Properties:
   where docs/semantics.md says so; softmax slices sum to 1 within the dtype's tolerance;
 - derivatives: JVP and VJP equal the dense Jacobian applied to the vector;
 - the dense Jacobian equals float64 central finite differences of ``scipy.special.softmax`` /
-  ``log_softmax`` (float64, small shapes).
+  ``log_softmax`` (float64, small shapes);
+- the operators' matvec, rmatvec, diagonal, trace and solve equal the float64 dense matrices of
+  their definitions (solve: ``numpy.linalg.lstsq``), NaN slices included.
 
 Each property runs at least 300 examples per backend (``HYPOTHESIS_PROFILE=long`` runs more).
 """
@@ -305,3 +307,84 @@ def test_dense_jacobian_matches_finite_differences(lib: Lib, data: st.DataObject
     expected = np.where(free, lib.to_numpy(jac), expected)
     rtol, atol = FD_TOLERANCE
     assert_close(lib, jac, expected, dtype="float64", rtol=rtol, atol=atol)
+
+
+# -- the Jacobian operators against the dense matrices of their definitions -----------------------
+def _operator_dense(y_rows: np.ndarray, *, log: bool) -> np.ndarray:
+    """float64 per-slice Jacobians from the definitions: ``diag(y) - y yᵀ`` (y = softmax) or
+    ``I - 1 pᵀ`` (p = exp(l)), from the forward output's values."""
+    c = y_rows.shape[-1]
+    if log:
+        with np.errstate(over="ignore"):
+            p = np.exp(y_rows)
+        return np.eye(c) - p[..., None, :]
+    return y_rows[..., :, None] * (np.eye(c) - y_rows[..., None, :])
+
+
+def _operator_methods(y: Any, b: Any, *, log: bool, axis: Axis) -> dict[str, Any]:
+    J = (sx.LogSoftmaxJacobian if log else sx.SoftmaxJacobian)(y, axis=axis)
+    return {
+        "matvec": J.matvec(b),
+        "rmatvec": J.rmatvec(b),
+        "solve": J.solve(b),
+        "diagonal": J.diagonal(),
+        "trace": J.trace(),
+    }
+
+
+@_settings()
+@given(data=st.data())
+def test_operators_match_their_dense_matrices(lib: Lib, data: st.DataObject) -> None:
+    """matvec, rmatvec, diagonal, trace and solve (the minimum-norm least-squares solution,
+    ``numpy.linalg.lstsq`` on the dense matrix) on forward outputs of finite, ``-inf``-heavy and
+    non-finite logits; a NaN slice (a ``+inf`` or NaN logit) is NaN in every method."""
+    dtype = data.draw(st.sampled_from([d for d in _dtypes(lib) if d in ("float32", "float64")]))
+    # a few shapes and axes (1-size and tuple axes included): JAX compiles once per combination
+    shape = data.draw(st.sampled_from([(6,), (4, 1), (3, 5), (2, 3, 4)]), label="shape")
+    axes: list[Axis] = [-1, None] + ([(0, len(shape) - 1)] if len(shape) > 1 else [])
+    axis = data.draw(st.sampled_from(axes), label="axis")
+    kind = data.draw(st.sampled_from(["normal", "-inf-heavy", "non-finite"]), label="values")
+    log = data.draw(st.booleans(), label="log")
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1), label="seed"))
+    x = rng.normal(0.0, 1.0, shape)
+    if kind == "-inf-heavy":
+        x = np.where(rng.random(shape) < 0.4, -np.inf, x)
+    elif kind == "non-finite":
+        x = np.where(rng.random(shape) < 0.15, rng.choice([np.inf, np.nan], shape), x)
+    x = x.astype(dtype).astype(np.float64)
+    b = rng.normal(0.0, 1.0, shape).astype(dtype).astype(np.float64)
+    fwd = sx.log_softmax if log else sx.softmax
+    y = _call(lib, fwd, lib.asarray(x, dtype), axis=axis)
+    bb = lib.asarray(b, dtype)
+
+    y_rows = _rows(lib.to_numpy(y), axis)
+    dense = _operator_dense(y_rows, log=log)
+    b_rows = _rows(b, axis)
+    dead = ~np.isfinite(np.exp(y_rows) if log else y_rows).all(axis=-1)  # NaN slices
+    with np.errstate(invalid="ignore", over="ignore"):
+        want = {
+            "matvec": np.einsum("...ij,...j->...i", dense, b_rows),
+            "rmatvec": np.einsum("...i,...ij->...j", b_rows, dense),
+            "diagonal": np.einsum("...ii->...i", dense),
+            "trace": np.einsum("...ii->...", dense),
+        }
+    solve = np.full(b_rows.shape, np.nan)
+    # rcond: a float32 output sums to 1 only to rounding, so its J's null direction has a
+    # singular value of that size, which the exact pseudo-inverse of a true output drops
+    rcond = 1e3 * float(np.finfo(dtype).eps)
+    for idx in np.ndindex(b_rows.shape[:-1]):
+        if not dead[idx]:
+            solve[idx] = np.linalg.lstsq(dense[idx], b_rows[idx], rcond=rcond)[0]
+    want["solve"] = solve
+    rtol, atol = tolerance(dtype)
+    outs = _call(lib, _operator_methods, y, bb, log=log, axis=axis)
+    for name, ref in want.items():
+        out = outs[name]
+        if name != "trace":
+            ref = _unrows(ref, shape, axis)
+        tol = atol
+        if name == "solve":  # conditioned by 1 / min y over the slice's positive entries
+            pos = np.where(y_rows > 0, y_rows, np.inf) if not log else np.ones_like(y_rows)
+            tol = atol + rtol * float(np.max(1 / np.min(pos, axis=-1, initial=np.inf), initial=1))
+            tol *= float(np.max(np.abs(b), initial=1))
+        assert_close(lib, out, ref, dtype=dtype, rtol=rtol, atol=tol)

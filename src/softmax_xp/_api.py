@@ -44,7 +44,8 @@ def softmax(
     ----------
     x : array
         Logits. Integer and bool input is promoted to the default real floating dtype;
-        complex input is a ``TypeError``.
+        complex input is a ``TypeError``. A NumPy scalar counts as a 0-d NumPy array (the
+        result is a 0-d array); sparse torch tensors are a ``TypeError``.
     axis : int, tuple of ints or None, optional
         The axis (or axes, taken jointly) each softmax runs over. ``None`` means all axes.
         Default: ``-1``.
@@ -54,6 +55,8 @@ def softmax(
         ``jax.nn.softmax(..., where=...)``.
     dtype : dtype, optional
         Cast `x` to this real floating dtype before computing (like ``torch.softmax(dtype=)``).
+        A NumPy dtype of either byte order gives the native dtype of that precision;
+        ``numpy.longdouble`` is computed in itself.
     xp : array namespace, optional
         The namespace of `x`; found with array-api-compat when not given.
 
@@ -219,6 +222,7 @@ def softmax_jacobian(y: Array, /, *, axis: Axis = -1, xp: Namespace | None = Non
            [-0.05989202, -0.1628034 ,  0.22269543]])
     """
     p = _v.prepare_single("softmax_jacobian", "y", y, axis, xp)
+    _v.require_known_sizes("softmax_jacobian", "y", y, p.axis)
     from ._operator import check_dense_budget  # the budget lives with the operators
 
     check_dense_budget("softmax_jacobian", p, tuple(y.shape))
@@ -341,6 +345,7 @@ def log_softmax_jacobian(l: Array, /, *, axis: Axis = -1, xp: Namespace | None =
            [-0.5,  0.5]])
     """
     p = _v.prepare_single("log_softmax_jacobian", "l", l, axis, xp)
+    _v.require_known_sizes("log_softmax_jacobian", "l", l, p.axis)
     from ._operator import check_dense_budget  # the budget lives with the operators
 
     check_dense_budget("log_softmax_jacobian", p, tuple(l.shape))

@@ -210,16 +210,31 @@ def log_softmax_vjp(
     return out if where is None else xp.where(where, out, zero)
 
 
+def _unknown_sizes(a: Array) -> bool:
+    """Whether some size of ``a`` is not known yet (Dask's NaN sizes after boolean indexing)."""
+    return any(s is None or (isinstance(s, float) and math.isnan(s)) for s in a.shape)
+
+
 def to_rows(y: Array, axis: tuple[int, ...], xp: Namespace) -> Array:
     """Move the softmax axes last and flatten them (C order): shape ``batch + (C,)``."""
     batch = tuple(a for a in range(y.ndim) if a not in axis)
     order = batch + axis
     if order != tuple(range(y.ndim)):
         y = xp.permute_dims(y, order)
+    if len(axis) == 1 and _unknown_sizes(y):  # already batch + (C,): Dask cannot reshape NaN sizes
+        return y
     c = math.prod(y.shape[len(batch) :])
     if math.prod(y.shape) == 0:  # nothing to move (and Dask cannot reshape some empty arrays)
         return xp.zeros((*y.shape[: len(batch)], c), dtype=y.dtype, device=_device(y))
     return xp.reshape(y, (*y.shape[: len(batch)], c))
+
+
+def expand_dims(a: Array, axis: int, xp: Namespace) -> Array:
+    """``xp.expand_dims`` (axis -1 or -2), by ``None`` indexing where a size is unknown (Dask's
+    NaN sizes, which its ``expand_dims`` cannot reshape)."""
+    if not _unknown_sizes(a):
+        return xp.expand_dims(a, axis=axis)
+    return a[..., None] if axis == -1 else a[..., None, :]
 
 
 def _jacobian_rows(y: Array, axis: tuple[int, ...], xp: Namespace) -> Array:
@@ -241,8 +256,8 @@ def softmax_jacobian(y: Array, /, *, axis: tuple[int, ...], xp: Namespace) -> Ar
     rows = _jacobian_rows(y, axis, xp)
     c = rows.shape[-1]
     eye = xp.eye(c, dtype=rows.dtype, device=_device(rows))
-    col = xp.expand_dims(rows, axis=-1)
-    return col * (eye - xp.expand_dims(rows, axis=-2))
+    col = expand_dims(rows, -1, xp)
+    return col * (eye - expand_dims(rows, -2, xp))
 
 
 @_quiet
@@ -251,4 +266,4 @@ def log_softmax_jacobian(l: Array, /, *, axis: tuple[int, ...], xp: Namespace) -
     p = xp.exp(_jacobian_rows(l, axis, xp))
     c = p.shape[-1]
     eye = xp.eye(c, dtype=p.dtype, device=_device(p))
-    return eye - xp.expand_dims(p, axis=-2)
+    return eye - expand_dims(p, -2, xp)

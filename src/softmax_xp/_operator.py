@@ -17,10 +17,13 @@ fast path is used. The solves and the diagonal are a handful of array-API calls 
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
 import os
 import re
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
 
 import array_api_compat
 
@@ -39,6 +42,7 @@ __all__ = [
     "SoftmaxJacobian",
     "check_dense_budget",
     "dense_budget",
+    "vmap_sizes",
 ]
 
 #: The environment variable read (at every call) for the dense-Jacobian memory budget.
@@ -60,25 +64,40 @@ _UNITS = {
 }
 
 
-def _parse_bytes(text: str) -> float:
+_SIZE_HELP = "give bytes (e.g. 4294967296), a size with a unit (e.g. 8GiB, 500MB), or 'inf'"
+
+
+def _parse_bytes(text: str, what: str = f"environment variable {DENSE_BUDGET_ENV}") -> float:
     s = text.strip()
     if s.lower() in ("inf", "none", "unlimited"):
         return math.inf
     m = re.fullmatch(r"([0-9]*\.?[0-9]+(?:[eE][0-9]+)?)\s*([A-Za-z]*)", s)
     if m is None or m.group(2).upper() not in _UNITS:
-        raise ValueError(
-            f"environment variable {DENSE_BUDGET_ENV}={text!r} is not a size: give bytes "
-            "(e.g. 4294967296), a size with a unit (e.g. 8GiB, 500MB), or 'inf'"
-        )
+        raise ValueError(f"{what}={text!r} is not a size: {_SIZE_HELP}")
     return float(m.group(1)) * _UNITS[m.group(2).upper()]
 
 
-def dense_budget(max_bytes: float | None = None) -> float:
-    """The dense-Jacobian budget in bytes: ``max_bytes`` if given, else the environment variable
+def dense_budget(max_bytes: float | str | None = None, func: str = "dense_budget") -> float:
+    """The dense-Jacobian budget in bytes: ``max_bytes`` if given (a number of bytes, or a size
+    as the environment variable takes it), else the environment variable
     ``SOFTMAX_XP_MAX_DENSE_BYTES`` read now (bytes, a size such as ``8GiB``, or ``inf``), else
     2 GiB."""
     if max_bytes is not None:
-        return float(max_bytes)
+        what = f"{func}: argument `max_bytes`"
+        if isinstance(max_bytes, str):
+            return _parse_bytes(max_bytes, what)
+        if isinstance(max_bytes, bool):
+            raise TypeError(f"{what} must be a number of bytes or a size string, got {max_bytes!r}")
+        try:
+            value = float(max_bytes)
+        except (TypeError, ValueError):
+            raise TypeError(
+                f"{what} must be a number of bytes or a size string, got "
+                f"{type(max_bytes).__qualname__}"
+            ) from None
+        if math.isnan(value) or value < 0:
+            raise ValueError(f"{what}={max_bytes!r} is not a size: {_SIZE_HELP}")
+        return value
     env = os.environ.get(DENSE_BUDGET_ENV)
     if env is None or not env.strip():
         return float(DEFAULT_DENSE_BUDGET)
@@ -101,14 +120,48 @@ def _gib(n: float) -> str:
     return f"{n:.0f} bytes"
 
 
+def vmap_sizes(arr: Array) -> tuple[int, ...]:
+    """The sizes of the ``jax.vmap`` / ``torch.func.vmap`` axes mapped over ``arr`` (outermost
+    last; empty outside any vmap): a kernel called per example allocates that many results."""
+    sizes: list[int] = []
+    if array_api_compat.is_torch_array(arr):
+        import torch
+
+        functorch = getattr(torch._C, "_functorch", None)
+        t: Any = arr
+        while functorch is not None and functorch.is_functorch_wrapped_tensor(t):
+            if functorch.is_batchedtensor(t):
+                inner = functorch.get_unwrapped(t)
+                sizes.append(int(inner.shape[functorch.maybe_get_bdim(t)]))
+                t = inner
+            else:  # torch.func.grad / jvp wrappers: the same values, one level in
+                t = functorch.get_unwrapped(t)
+        return tuple(sizes)
+    if array_api_compat.is_jax_array(arr):
+        import jax
+
+        t = arr
+        while isinstance(t, jax.core.Tracer):
+            if hasattr(t, "batch_dim") and hasattr(t, "val"):  # a vmap level
+                if isinstance(t.batch_dim, int):
+                    sizes.append(int(t.val.shape[t.batch_dim]))
+                t = t.val
+            elif hasattr(t, "primal"):  # jvp / linearize (grad, jacfwd): the primal, one level in
+                t = t.primal
+            else:  # jit and other traces: the shape is the full one already
+                break
+    return tuple(sizes)
+
+
 def check_dense_budget(
-    func: str, p: _v.Prepared, shape: tuple[Any, ...], max_bytes: float | None = None
+    func: str, p: _v.Prepared, shape: tuple[Any, ...], max_bytes: float | str | None = None
 ) -> None:
     """Raise ``MemoryError`` before allocating a dense Jacobian larger than the budget.
 
     The size counted is ``batch · C² · itemsize`` of the *working* dtype (float16 and bfloat16
     are computed in float32, so they count 4 bytes an entry): the largest array the dense path
-    allocates. Shapes with unknown sizes (Dask's NaN chunks) are not checked.
+    allocates, times the examples of any enclosing ``jax.vmap`` / ``torch.func.vmap`` (each one
+    allocates its own result). Shapes with unknown sizes (Dask's NaN chunks) are not checked.
     """
     try:
         sizes = [int(s) for s in shape]
@@ -116,14 +169,17 @@ def check_dense_budget(
         return
     c = math.prod(sizes[a] for a in p.axis)
     batch = math.prod(s for i, s in enumerate(sizes) if i not in p.axis)
+    mapped = vmap_sizes(p.arrays[0])  # the examples of enclosing vmaps (one result each)
     work = p.arrays[0].dtype
-    need = batch * c * c * _itemsize(p.xp, work)
-    budget = dense_budget(max_bytes)
+    need = math.prod(mapped) * batch * c * c * _itemsize(p.xp, work)
+    budget = dense_budget(max_bytes, func)
     if need > budget:
         op = "LogSoftmaxJacobian" if func.startswith("log_softmax") else "SoftmaxJacobian"
         bshape = tuple(s for i, s in enumerate(sizes) if i not in p.axis)
+        under = f" under vmap over {mapped} examples" if mapped else ""
         raise MemoryError(
-            f"{func}: the dense Jacobian would have shape {(*bshape, c, c)} and take {_gib(need)} "
+            f"{func}: the dense Jacobian would have shape {(*bshape, c, c)}{under} and take "
+            f"{_gib(need)} "
             f"({need} bytes in {work}), over the budget of {_gib(budget)}. Use softmax_xp.{op}"
             f"(..., axis=...) instead: it keeps only the forward output (O(N·C) memory) and offers "
             f"matvec, rmatvec, matmat, diagonal, trace and solve. To allow a larger dense result, "
@@ -133,11 +189,48 @@ def check_dense_budget(
 
 
 def _const(xp: Namespace, like: Array, value: float) -> Array:
+    if array_api_compat.is_jax_namespace(xp):
+        # A 0-d constant cannot take a sharded array's sharding (JAX raises); an uncommitted one
+        # combines with arrays on any device and any sharding.
+        return xp.asarray(value, dtype=like.dtype)
     return xp.asarray(value, dtype=like.dtype, device=array_api_compat.device(like))
+
+
+_M = TypeVar("_M", bound=Callable[..., Any])
+
+
+def _quiet(method: _M) -> _M:
+    """Run an operator method under a local ``numpy.errstate`` on NumPy-backed namespaces: its
+    results follow IEEE arithmetic (an overflow is ``inf``, a NaN slice stays NaN), and the
+    warnings NumPy would emit for them must not reach the user."""
+
+    @functools.wraps(method)
+    def wrapper(self: _JacobianOperator, *args: Any, **kwargs: Any) -> Any:
+        if _generic._numpy_backed(self._xp):
+            import numpy as np
+
+            ctx: contextlib.AbstractContextManager[Any] = np.errstate(all="ignore")
+        else:
+            ctx = contextlib.nullcontext()
+        with ctx:
+            return method(self, *args, **kwargs)
+
+    return cast(_M, wrapper)
 
 
 def _shape(a: Array) -> tuple[Any, ...]:
     return tuple(a.shape)
+
+
+def _scale(xp: Namespace, b: Array, axis: tuple[int, ...]) -> Array:
+    """``sqrt(max |b|)`` per slice where that is finite and positive, else 1: the solves divide
+    by it twice first and multiply by it twice last, so that a ``b`` near the dtype's maximum
+    gives the rounded solution (``inf`` only where the solution itself is beyond range), not
+    NaN. The square root keeps every factor's reciprocal normal: XLA on CPU divides by
+    multiplying with the reciprocal and flushes subnormals to zero (``1e308 / 1e308`` is 0)."""
+    s = xp.max(xp.abs(b), axis=axis, keepdims=True)
+    one = _const(xp, b, 1.0)
+    return xp.sqrt(xp.where(xp.isfinite(s) & (s > _const(xp, b, 0.0)), s, one))
 
 
 class _JacobianOperator:
@@ -151,6 +244,7 @@ class _JacobianOperator:
 
     def __init__(self, y: Array, /, *, axis: Axis = -1) -> None:
         p = _v.prepare_single(self._name, self._arg, y, axis, None)
+        y = _v.as_array(y)
         self._orig = y  # kept, never modified: matvec's dtype rules follow it
         self._p = p
         self._xp: Namespace = p.xp
@@ -158,6 +252,8 @@ class _JacobianOperator:
         self._axis: tuple[int, ...] = p.axis
         shape = _shape(y)
         self._c = math.prod(shape[a] for a in p.axis) if shape else 1
+        # Dask arrays with unknown sizes along the softmax axes (after boolean indexing)
+        self._c_known = not _v.has_unknown_sizes(tuple(shape[a] for a in p.axis))
         self._batch = tuple(s for i, s in enumerate(shape) if i not in p.axis)
 
     # -- description ----------------------------------------------------------------------------
@@ -203,13 +299,16 @@ class _JacobianOperator:
         func = f"{type(self).__name__}.{method}"
         _v.namespace(func, self._xp, **{self._arg: self._orig, name: v})
         y = self._orig
-        if v.ndim != y.ndim + 1 or _shape(v)[:-1] != _shape(y):
+        if v.ndim != y.ndim + 1 or not _v._same_shape(_shape(v)[:-1], _shape(y)):
             raise ValueError(
                 f"{func}: argument `{name}` must have shape {self._arg}.shape + (k,) = "
                 f"{(*_shape(y), 'k')} (one vector per index of the last axis), got {_shape(v)}"
             )
         xp = self._xp
-        yb = xp.broadcast_to(xp.expand_dims(y, axis=-1), _shape(v))
+        if _v.has_unknown_sizes(_shape(v)):  # Dask cannot broadcast_to NaN sizes; `+` can
+            yb = _generic.expand_dims(y, -1, xp) + xp.zeros_like(v, dtype=y.dtype)
+        else:
+            yb = xp.broadcast_to(xp.expand_dims(y, axis=-1), _shape(v))
         return _v.prepare_pair(func, (self._arg, name), yb, v, self._axis, None, xp)
 
     def _run(self, kernel: str, p: _v.Prepared) -> Array:
@@ -222,29 +321,38 @@ class _JacobianOperator:
         return _v.restore_dtype(self._p, out)
 
     # -- products ---------------------------------------------------------------------------------
+    @_quiet
     def matvec(self, v: Array, /) -> Array:
         """``J v`` for every slice; `v` has the shape of the forward output."""
         return self._run(self._jvp, self._pair("matvec", "v", v))
 
+    @_quiet
     def rmatvec(self, g: Array, /) -> Array:
         """``gᵀ J`` (the vector-Jacobian product) for every slice; `g` has the output's shape."""
         return self._run(self._vjp, self._pair("rmatvec", "g", g))
 
+    @_quiet
     def matmat(self, V: Array, /) -> Array:
         """``J V`` for a block of ``k`` vectors: `V` has shape ``y.shape + (k,)``, as the result."""
         return self._run(self._jvp, self._block("matmat", "V", V))
 
+    @_quiet
     def rmatmat(self, G: Array, /) -> Array:
         """``Gᵀ J`` for a block of ``k`` vectors, in the layout of :meth:`matmat`."""
         return self._run(self._vjp, self._block("rmatmat", "G", G))
 
-    def to_dense(self, *, max_bytes: float | None = None) -> Array:
+    @_quiet
+    def to_dense(self, *, max_bytes: float | str | None = None) -> Array:
         """The dense Jacobian, shape ``batch + (C, C)`` as :func:`softmax_jacobian` gives it.
 
-        Raises ``MemoryError`` before allocating more than `max_bytes` (default: the environment
-        variable ``SOFTMAX_XP_MAX_DENSE_BYTES``, else 2 GiB).
+        Raises ``MemoryError`` before allocating more than `max_bytes`: bytes, or a size string
+        as the environment variable takes (``'1GB'``, ``'8GiB'``, ``'inf'``); default: the
+        environment variable ``SOFTMAX_XP_MAX_DENSE_BYTES``, else 2 GiB.
         """
-        check_dense_budget(self._dense, self._p, _shape(self._orig), max_bytes)
+        func = f"{type(self).__name__}.to_dense"
+        dense_budget(max_bytes, func)  # a bad max_bytes is an error even for an unknown shape
+        _v.require_known_sizes(func, self._arg, self._orig, self._axis)
+        check_dense_budget(func, self._p, _shape(self._orig), max_bytes)
         return self._done(_call(self._dense, self._w, axis=self._axis, xp=self._xp))
 
     # -- scipy ------------------------------------------------------------------------------------
@@ -330,16 +438,19 @@ class SoftmaxJacobian(_JacobianOperator):
     _vjp = "softmax_vjp"
     _dense = "softmax_jacobian"
 
+    @_quiet
     def diagonal(self) -> Array:
         """``y - y²``: the diagonal ``J[..., i, i]``, in the shape of ``y`` (not rows layout)."""
         y = self._w
         return self._done(y - y * y)
 
+    @_quiet
     def trace(self) -> Array:
         """``Σ y - Σ y²`` per slice (``1 - Σ y²`` for a normalised ``y``), shape ``batch``."""
         y = self._w
         return self._done(self._xp.sum(y - y * y, axis=self._axis))
 
+    @_quiet
     def solve(self, b: Array, /) -> Array:
         """The minimum-norm solution ``x = J⁺ b`` of ``J x = b`` for every slice.
 
@@ -360,10 +471,15 @@ class SoftmaxJacobian(_JacobianOperator):
         count = xp.sum(xp.astype(pos, y.dtype), axis=axis, keepdims=True)
         count = xp.where(count > zero, count, one)
         bz = xp.where(pos, bb, zero)
+        scale = _scale(xp, bz, axis)
+        bz = bz / scale / scale  # |b| <= 1: no sum below overflows, bar a solution beyond range
         bz = bz - xp.sum(bz, axis=axis, keepdims=True) / count  # onto Σ b = 0
         q = xp.where(pos, bz / xp.where(pos, y, one), zero)
-        x = xp.where(pos, q - xp.sum(q, axis=axis, keepdims=True) / count, zero)
-        return _v.restore_dtype(p, x)
+        x = xp.where(pos, q - xp.sum(q, axis=axis, keepdims=True) / count, zero) * scale * scale
+        # A slice with a non-finite entry of y (NaN throughout, from a +inf or NaN logit) is NaN,
+        # as matvec, to_dense and diagonal give it: no solution is hidden behind zeros.
+        bad = xp.any(xp.logical_not(xp.isfinite(y)), axis=axis, keepdims=True)
+        return _v.restore_dtype(p, xp.where(bad, _const(xp, y, math.nan), x))
 
 
 class LogSoftmaxJacobian(_JacobianOperator):
@@ -402,17 +518,22 @@ class LogSoftmaxJacobian(_JacobianOperator):
     _vjp = "log_softmax_vjp"
     _dense = "log_softmax_jacobian"
 
+    @_quiet
     def diagonal(self) -> Array:
         """``1 - softmax``: the diagonal ``J[..., i, i]``, in the shape of ``l``."""
         p = self._xp.exp(self._w)
         return self._done(_const(self._xp, p, 1.0) - p)
 
+    @_quiet
     def trace(self) -> Array:
         """``C - Σ softmax`` per slice (``C - 1`` for a normalised input), shape ``batch``."""
         xp = self._xp
         p = xp.exp(self._w)
+        if not self._c_known:  # C is not known yet (Dask): Σ (1 - p) needs no size
+            return self._done(xp.sum(_const(xp, p, 1.0) - p, axis=self._axis))
         return self._done(_const(xp, p, float(self._c)) - xp.sum(p, axis=self._axis))
 
+    @_quiet
     def solve(self, b: Array, /) -> Array:
         """The minimum-norm solution ``x = J⁺ b`` of ``J x = b`` for every slice.
 
@@ -431,7 +552,13 @@ class LogSoftmaxJacobian(_JacobianOperator):
         p = xp.exp(l)
         pp = xp.sum(p * p, axis=axis, keepdims=True)
         live = pp > zero
-        coef = xp.sum(p * bb, axis=axis, keepdims=True) / xp.where(live, pp, one)
-        z = bb - xp.where(live, coef, zero) * p
-        x = z - xp.sum(z, axis=axis, keepdims=True) / _const(xp, bb, float(self._c))
-        return _v.restore_dtype(p_, xp.where(live, x, bb))
+        scale = _scale(xp, bb, axis)
+        bs = bb / scale / scale  # |b| <= 1: no sum below overflows, bar a solution beyond range
+        coef = xp.sum(p * bs, axis=axis, keepdims=True) / xp.where(live, pp, one)
+        z = bs - xp.where(live, coef, zero) * p
+        x = (z - xp.mean(z, axis=axis, keepdims=True)) * scale * scale
+        # A slice with a non-finite p (NaN throughout, from a +inf or NaN logit) is NaN, as
+        # matvec, to_dense and diagonal give it; an all-masked slice (p = 0) keeps x = b.
+        bad = xp.any(xp.logical_not(xp.isfinite(p)), axis=axis, keepdims=True)
+        x = xp.where(bad, _const(xp, bb, math.nan), xp.where(live, x, bb))
+        return _v.restore_dtype(p_, x)

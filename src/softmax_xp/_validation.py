@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import array_api_compat
+import numpy as np
 
 Array = Any
 Namespace = Any
@@ -19,11 +20,14 @@ AxisArg = int | tuple[int, ...] | None
 
 __all__ = [
     "Prepared",
+    "as_array",
+    "has_unknown_sizes",
     "namespace",
     "normalize_axis",
     "prepare_forward",
     "prepare_pair",
     "prepare_single",
+    "require_known_sizes",
     "restore_dtype",
 ]
 
@@ -32,17 +36,39 @@ def _describe(obj: object) -> str:
     return f"{type(obj).__module__}.{type(obj).__qualname__}"
 
 
+def as_array(arr: Array) -> Array:
+    """A NumPy scalar (``np.float64(2.0)``, ``np.int64(3)``, ...) as the 0-d array it stands for;
+    any other value unchanged. docs/semantics.md: NumPy scalars are 0-d NumPy arrays here."""
+    return np.asarray(arr) if isinstance(arr, np.generic) else arr
+
+
+def _check_layout(func: str, name: str, arr: Array) -> None:
+    """Refuse sparse torch tensors (COO, CSR, ...): docs/semantics.md says why."""
+    layout = getattr(arr, "layout", None)
+    if layout is None or not array_api_compat.is_torch_array(arr):
+        return
+    if str(layout) != "torch.strided":
+        raise TypeError(
+            f"{func}: argument `{name}` is a sparse torch tensor (layout {layout}); softmax_xp "
+            "takes dense (strided) tensors, where every entry is a logit: pass "
+            f"`{name}.to_dense()`, or use torch.sparse.softmax to treat the unspecified entries "
+            "as masked out"
+        )
+
+
 def namespace(func: str, xp: Namespace | None, /, **arrays: Array | None) -> Namespace:
     """Return the array-API namespace shared by ``arrays`` (``None`` values are skipped).
 
-    Raises ``TypeError`` naming the argument when a value is not an array, or when
-    arrays from two different libraries are mixed.
+    Raises ``TypeError`` naming the argument when a value is not an array (Python scalars are
+    not; NumPy scalars count as 0-d NumPy arrays), is a sparse torch tensor, or when arrays from
+    two different libraries are mixed.
     """
     first_name: str | None = None
     first_ns: Namespace | None = None
     for name, arr in arrays.items():
         if arr is None:
             continue
+        arr = as_array(arr)
         if not array_api_compat.is_array_api_obj(arr) or isinstance(
             arr, (bool, int, float, complex)
         ):
@@ -50,6 +76,7 @@ def namespace(func: str, xp: Namespace | None, /, **arrays: Array | None) -> Nam
                 f"{func}: argument `{name}` must be an array of an array-API library "
                 f"(NumPy, PyTorch, JAX, CuPy, Dask, ...), got {_describe(arr)}"
             )
+        _check_layout(func, name, arr)
         ns = array_api_compat.array_namespace(arr)
         if first_ns is None:
             first_name, first_ns = name, ns
@@ -109,11 +136,40 @@ def normalize_axis(func: str, axis: AxisArg, ndim: int) -> tuple[int, ...]:
     return tuple(sorted(out))
 
 
+def _is_ml_bfloat16(dtype: Any) -> bool:
+    """``ml_dtypes.bfloat16`` (the NumPy bfloat16 of JAX, Keras, SciPy); NumPy calls it kind 'V'."""
+    if getattr(dtype, "name", None) != "bfloat16" and getattr(dtype, "__name__", None) != (
+        "bfloat16"
+    ):
+        return False
+    try:
+        import ml_dtypes
+
+        return bool(np.dtype(dtype) == np.dtype(ml_dtypes.bfloat16))
+    except Exception:  # ml_dtypes not installed, or not a NumPy dtype at all
+        return False
+
+
 def _is_real_floating(xp: Namespace, dtype: Any) -> bool:
     try:
-        return bool(xp.isdtype(dtype, "real floating"))
+        if xp.isdtype(dtype, "real floating"):
+            return True
     except Exception:
-        return False
+        pass
+    return _numpy_dtypes(xp) and _is_ml_bfloat16(dtype)
+
+
+def _numpy_dtypes(xp: Namespace) -> bool:
+    """Namespaces whose dtypes are NumPy dtypes (NumPy itself and Dask)."""
+    return bool(array_api_compat.is_numpy_namespace(xp) or array_api_compat.is_dask_namespace(xp))
+
+
+def _native(dtype: Any) -> Any:
+    """A NumPy dtype of non-native byte order (``>f8`` on a little-endian machine) as the native
+    dtype of the same kind and precision; any other dtype unchanged."""
+    if getattr(dtype, "isnative", True) is False:
+        return dtype.newbyteorder("=")
+    return dtype
 
 
 def _is_complex(xp: Namespace, dtype: Any) -> bool:
@@ -132,19 +188,20 @@ def _default_float(xp: Namespace, x: Array) -> Any:
 
 
 def _work_dtype(xp: Namespace, dtype: Any) -> Any:
-    """float32 / float64 compute in themselves; float16, bfloat16 (and friends) in float32."""
+    """float32 / float64 (and NumPy's longdouble) compute in themselves; float16 and bfloat16
+    in float32."""
     if dtype == xp.float32 or dtype == xp.float64:
+        return dtype
+    if _numpy_dtypes(xp) and not _is_ml_bfloat16(dtype) and np.dtype(dtype) == np.longdouble:
         return dtype
     return xp.float32
 
 
 def _check_dtype(func: str, name: str, xp: Namespace, arr: Array) -> Any:
     """Return the output dtype for an input array (promoting integers and bools)."""
-    dt = arr.dtype
-    if getattr(dt, "isnative", True) is False:
-        # NumPy (and Dask) arrays of non-native byte order: compute in, and return, the native
-        # dtype of the same kind, as NumPy's own ufuncs do (a big-endian float64 stays float64).
-        dt = dt.newbyteorder("=")
+    # NumPy (and Dask) arrays of non-native byte order: compute in, and return, the native
+    # dtype of the same kind, as NumPy's own ufuncs do (a big-endian float64 stays float64).
+    dt = _native(arr.dtype)
     if _is_complex(xp, dt):
         raise TypeError(
             f"{func}: argument `{name}` has complex dtype {dt}; softmax is defined for real input"
@@ -164,6 +221,25 @@ def _shape(arr: Array) -> tuple[int, ...]:
     return tuple(arr.shape)
 
 
+def _known(size: Any) -> bool:
+    """False for a size Dask does not know yet (NaN, after boolean indexing) or None."""
+    return size is not None and not (isinstance(size, float) and math.isnan(size))
+
+
+def has_unknown_sizes(shape: tuple[Any, ...]) -> bool:
+    """Whether any size of ``shape`` is unknown (Dask's NaN chunks)."""
+    return not all(_known(s) for s in shape)
+
+
+def _same_size(a: Any, b: Any) -> bool:
+    """Equal sizes, or at least one unknown (Dask checks those when it computes)."""
+    return not (_known(a) and _known(b)) or a == b
+
+
+def _same_shape(a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
+    return len(a) == len(b) and all(_same_size(s, t) for s, t in zip(a, b, strict=True))
+
+
 @dataclass(frozen=True)
 class Prepared:
     """Arguments after validation: arrays cast to the working dtype, the axes, the output dtype."""
@@ -176,7 +252,7 @@ class Prepared:
 
 
 def _check_where(
-    func: str, xp: Namespace, where: Array | None, shape: tuple[int, ...]
+    func: str, xp: Namespace, where: Array | None, shape: tuple[int, ...], like: Array
 ) -> Array | None:
     if where is None:
         return None
@@ -186,13 +262,16 @@ def _check_where(
         )
     wshape = _shape(where)
     if len(wshape) > len(shape) or any(
-        w not in (1, s) for w, s in zip(wshape[::-1], shape[::-1], strict=False)
+        not (w == 1 or _same_size(w, s)) for w, s in zip(wshape[::-1], shape[::-1], strict=False)
     ):
         raise ValueError(
             f"{func}: argument `where` with shape {wshape} does not broadcast to the input's "
             f"shape {shape}"
         )
-    if wshape != shape:
+    if wshape != shape and not (len(wshape) == len(shape) and _same_shape(wshape, shape)):
+        if has_unknown_sizes(shape):  # Dask cannot broadcast_to a NaN size; elementwise ops can
+            none = xp.logical_and(xp.isnan(like), xp.asarray(False))  # all False, like's chunks
+            return xp.logical_or(where, none)
         where = xp.broadcast_to(where, shape)
     return where
 
@@ -225,6 +304,7 @@ def prepare_forward(
 ) -> Prepared:
     """Validate the arguments of ``softmax`` / ``log_softmax``."""
     xp = namespace(func, xp, x=x, where=where)
+    x, where = as_array(x), as_array(where)
     if dtype is not None:
         if _is_complex(xp, dtype):
             raise TypeError(
@@ -236,19 +316,21 @@ def prepare_forward(
                 f"got {dtype!r}"
             )
         _check_dtype(func, "x", xp, x)  # complex input is an error even with dtype=
-        out_dtype = dtype
+        # ``dtype=np.dtype('>f8')``: computed in, and returned as, native float64 (as for input)
+        out_dtype = _native(np.dtype(dtype)) if _numpy_dtypes(xp) else dtype
     else:
         out_dtype = _check_dtype(func, "x", xp, x)
     axes = normalize_axis(func, axis, x.ndim)
     if where is not None:
         _check_device(func, ("x", "where"), (x, where))
-    mask = _check_where(func, xp, where, _shape(x))
+    mask = _check_where(func, xp, where, _shape(x), x)
     return Prepared(xp, (_to(xp, x, _work_dtype(xp, out_dtype)),), axes, mask, out_dtype)
 
 
 def prepare_single(func: str, name: str, y: Array, axis: AxisArg, xp: Namespace | None) -> Prepared:
     """Validate the arguments of a Jacobian (one forward output)."""
     xp = namespace(func, xp, **{name: y})
+    y = as_array(y)
     out_dtype = _check_dtype(func, name, xp, y)
     axes = normalize_axis(func, axis, y.ndim)
     return Prepared(xp, (_to(xp, y, _work_dtype(xp, out_dtype)),), axes, None, out_dtype)
@@ -265,9 +347,10 @@ def prepare_pair(
 ) -> Prepared:
     """Validate the arguments of a JVP / VJP: a forward output and a same-shaped vector."""
     xp = namespace(func, xp, **{names[0]: y, names[1]: v}, where=where)
+    y, v, where = as_array(y), as_array(v), as_array(where)
     dt_y = _check_dtype(func, names[0], xp, y)
     dt_v = _check_dtype(func, names[1], xp, v)
-    if _shape(y) != _shape(v):
+    if not _same_shape(_shape(y), _shape(v)):
         raise ValueError(
             f"{func}: arguments `{names[0]}` and `{names[1]}` must have the same shape, "
             f"got {_shape(y)} and {_shape(v)}"
@@ -278,7 +361,7 @@ def prepare_pair(
         _check_device(func, (*names, "where"), (y, v, where))
     out_dtype = dt_y if dt_y == dt_v else xp.result_type(dt_y, dt_v)
     axes = normalize_axis(func, axis, y.ndim)
-    mask = _check_where(func, xp, where, _shape(y))
+    mask = _check_where(func, xp, where, _shape(y), y)
     work = _work_dtype(xp, out_dtype)
     return Prepared(xp, (_to(xp, y, work), _to(xp, v, work)), axes, mask, out_dtype)
 
@@ -293,6 +376,8 @@ def restore_dtype(p: Prepared, result: Array) -> Array:
     before the cast.
     """
     xp = p.xp
+    if array_api_compat.is_numpy_namespace(xp) and isinstance(result, np.generic):
+        result = np.asarray(result)  # NumPy reduces 0-d input to scalars: hand back 0-d arrays
     if result.dtype == p.out_dtype:
         return result
     if array_api_compat.is_dask_namespace(xp) and _narrows(xp, result.dtype, p.out_dtype):
@@ -302,8 +387,6 @@ def restore_dtype(p: Prepared, result: Array) -> Array:
         inf = xp.asarray(math.inf, dtype=result.dtype, device=array_api_compat.device(result))
         result = xp.where(result >= threshold, inf, xp.where(result <= -threshold, -inf, result))
     if array_api_compat.is_numpy_namespace(xp) or getattr(xp, "__name__", "") == "array_api_strict":
-        import numpy as np
-
         with np.errstate(over="ignore"):
             return xp.astype(result, p.out_dtype)
     return xp.astype(result, p.out_dtype)
@@ -314,6 +397,23 @@ def _narrows(xp: Namespace, src: Any, dst: Any) -> bool:
         return bool(xp.finfo(dst).max < xp.finfo(src).max)
     except Exception:  # pragma: no cover - not floating
         return False
+
+
+def require_known_sizes(func: str, name: str, arr: Array, axis: tuple[int, ...]) -> None:
+    """Refuse, naming the argument, a dense Jacobian of an array whose shape Dask does not know
+    yet where the layout ``batch + (C, C)`` needs it: along the softmax axes (C itself), or
+    anywhere when several softmax axes are flattened into one."""
+    shape = _shape(arr)
+    if not has_unknown_sizes(shape):
+        return
+    c_unknown = has_unknown_sizes(tuple(shape[a] for a in axis))
+    if c_unknown or len(axis) > 1:
+        where = "along the softmax axes" if c_unknown else "while several softmax axes are merged"
+        raise ValueError(
+            f"{func}: argument `{name}` has unknown sizes {shape} {where} (a Dask array after "
+            f"boolean indexing, say); the dense Jacobian's shape depends on them: call "
+            f"`{name}.compute_chunk_sizes()` first, or use the products of the Jacobian operator"
+        )
 
 
 def axis_size(shape: tuple[int, ...], axis: tuple[int, ...]) -> int:

@@ -18,8 +18,9 @@ are viewed as NumPy arrays without a copy, computed by the NumPy fast path (the 
 kernels of ``_numpy.py``) into a 64-byte aligned buffer, and handed back to JAX by DLPack without
 a copy. XLA's CPU programs for these kernels take separate passes for the reductions and the
 elementwise parts (measured, 1024x32768 float32: jit(jax.nn.softmax) 57 ms, this path 21 ms).
-Traced values (under ``jit``, ``grad``, ``vmap``, ...), other devices, sharded arrays and smaller
-results (where XLA was measured as fast or faster) take the jitted path. Eager callers skip
+Traced values (under ``jit``, ``grad``, ``vmap``, ...), other devices (CPU devices other than the
+first included), sharded arrays and smaller results (where XLA was measured as fast or faster)
+take the jitted path. Eager callers skip
 op-by-op dispatch; inside an outer trace (``jit``, ``grad``, ``vmap``, the ``custom_jvp`` of
 layer 4) the jitted function is inlined as a nested call and works on traced values.
 """
@@ -109,6 +110,14 @@ def _forward(name: str, x: Array, axis: Axes, where: Any, xp: Namespace) -> Any:
     return _call(name, (x,), axis, where, xp)
 
 
+@functools.cache
+def _dlpack_device() -> Any:
+    """The device a host buffer comes back on through DLPack without a copy: the first CPU
+    device. An array on another host device (``--xla_force_host_platform_device_count``) would
+    need a copy there, which ``copy=False`` refuses; those take the jitted path."""
+    return jax.local_devices(backend="cpu")[0]
+
+
 def _host_device(arrays: tuple[Any, ...]) -> Any:
     """The CPU device of concrete, unsharded arrays whose result can come back without a copy
     (and be placed as a jitted call would place it); None otherwise."""
@@ -122,7 +131,7 @@ def _host_device(arrays: tuple[Any, ...]) -> Any:
         if len(devices) != 1 or not a.is_fully_addressable:
             return None
         (d,) = devices
-        if d.platform != "cpu" or (device is not None and d != device):
+        if d.platform != "cpu" or (device is not None and d != device) or d != _dlpack_device():
             return None
         # an uncommitted input gives an uncommitted result under jit; DLPack's is committed, which
         # only differs where JAX has another device to put it on

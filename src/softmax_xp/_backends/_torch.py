@@ -78,7 +78,8 @@ def _huge_out(
         )
     ):
         return None
-    out = torch.empty(shape, dtype=like.dtype)
+    # device= explicitly: torch.set_default_device / `with torch.device(...)` must not move it
+    out = torch.empty(shape, dtype=like.dtype, device=like.device)
     _advise_hugepages(out.data_ptr(), nbytes)
     return out
 
