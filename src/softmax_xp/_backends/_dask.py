@@ -491,6 +491,9 @@ def _pair(name: str, kind: str, a: Array, b: Array, axis: Axes, where: Array | N
     names = _NAMES[name]
     if not _split(a, axis):
         return _per_block(name, [a, b], names, axis, where)
+    if _unknown(a.chunks) or _unknown(b.chunks):
+        # dask's weighted reduction cannot broadcast arrays of unknown size: the generic kernel
+        return NotImplemented
     return _online_pair(kind, a, b, names, axis, where)
 
 
