@@ -12,21 +12,14 @@ from typing import Any
 from . import _validation as _v
 from ._autodiff import forward as _forward
 from ._backends import call as _call
+from ._hot import route as _route
+from ._kernels import NAMES
 
 Array = Any
 Namespace = Any
 Axis = int | tuple[int, ...] | None
 
-__all__ = [
-    "log_softmax",
-    "log_softmax_jacobian",
-    "log_softmax_jvp",
-    "log_softmax_vjp",
-    "softmax",
-    "softmax_jacobian",
-    "softmax_jvp",
-    "softmax_vjp",
-]
+__all__ = list(NAMES)  # one entry per kernel of the registry (softmax_xp._kernels)
 
 
 def softmax(
@@ -75,6 +68,10 @@ def softmax(
     >>> sx.softmax(np.array([1.0, 2.0, 3.0]), where=np.array([True, True, False]))
     array([0.26894142, 0.73105858, 0.        ])
     """
+    if where is None and dtype is None and xp is None and type(axis) is int:
+        run = _route("softmax", x, axis)  # the common call: validated once per key
+        if run is not None and (out := run(x)) is not NotImplemented:
+            return out
     p = _v.prepare_forward("softmax", x, axis, where, dtype, xp)
     out = _forward("softmax", p.arrays[0], axis=p.axis, where=p.where, xp=p.xp)
     return _v.restore_dtype(p, out)
@@ -117,6 +114,10 @@ def log_softmax(
     >>> sx.log_softmax(np.array([1.0, 2.0, 3.0]))
     array([-2.40760596, -1.40760596, -0.40760596])
     """
+    if where is None and dtype is None and xp is None and type(axis) is int:
+        run = _route("log_softmax", x, axis)  # the common call: validated once per key
+        if run is not None and (out := run(x)) is not NotImplemented:
+            return out
     p = _v.prepare_forward("log_softmax", x, axis, where, dtype, xp)
     out = _forward("log_softmax", p.arrays[0], axis=p.axis, where=p.where, xp=p.xp)
     return _v.restore_dtype(p, out)
@@ -149,6 +150,10 @@ def softmax_jvp(y: Array, v: Array, /, *, axis: Axis = -1, xp: Namespace | None 
     >>> sx.softmax_jvp(y, np.array([1.0, 0.0, 0.0]))
     array([ 0.08192507, -0.02203304, -0.05989202])
     """
+    if xp is None and type(axis) is int:
+        run = _route("softmax_jvp", y, axis)
+        if run is not None and (out := run(y, v)) is not NotImplemented:
+            return out
     p = _v.prepare_pair("softmax_jvp", ("y", "v"), y, v, axis, None, xp)
     return _v.restore_dtype(p, _call("softmax_jvp", *p.arrays, axis=p.axis, xp=p.xp))
 
@@ -180,6 +185,10 @@ def softmax_vjp(y: Array, g: Array, /, *, axis: Axis = -1, xp: Namespace | None 
     >>> sx.softmax_vjp(y, np.array([0.0, 0.0, 1.0]))
     array([-0.05989202, -0.1628034 ,  0.22269543])
     """
+    if xp is None and type(axis) is int:
+        run = _route("softmax_vjp", y, axis)
+        if run is not None and (out := run(y, g)) is not NotImplemented:
+            return out
     p = _v.prepare_pair("softmax_vjp", ("y", "g"), y, g, axis, None, xp)
     return _v.restore_dtype(p, _call("softmax_vjp", *p.arrays, axis=p.axis, xp=p.xp))
 
@@ -266,6 +275,10 @@ def log_softmax_jvp(
     >>> sx.log_softmax_jvp(l, np.array([1.0, 0.0, 0.0]))
     array([ 0.90996943, -0.09003057, -0.09003057])
     """
+    if where is None and xp is None and type(axis) is int:
+        run = _route("log_softmax_jvp", l, axis)
+        if run is not None and (out := run(l, v)) is not NotImplemented:
+            return out
     p = _v.prepare_pair("log_softmax_jvp", ("l", "v"), l, v, axis, where, xp)
     out = _call("log_softmax_jvp", *p.arrays, axis=p.axis, where=p.where, xp=p.xp)
     return _v.restore_dtype(p, out)
@@ -308,6 +321,10 @@ def log_softmax_vjp(
     >>> sx.log_softmax_vjp(l, np.array([0.0, 0.0, 1.0]))
     array([-0.09003057, -0.24472847,  0.33475904])
     """
+    if where is None and xp is None and type(axis) is int:
+        run = _route("log_softmax_vjp", l, axis)
+        if run is not None and (out := run(l, g)) is not NotImplemented:
+            return out
     p = _v.prepare_pair("log_softmax_vjp", ("l", "g"), l, g, axis, where, xp)
     out = _call("log_softmax_vjp", *p.arrays, axis=p.axis, where=p.where, xp=p.xp)
     return _v.restore_dtype(p, out)

@@ -30,19 +30,12 @@ import array_api_compat
 import numpy as np
 from array_api_compat import device as _device
 
+from ._kernels import NAMES
+
 Array = Any
 Namespace = Any
 
-__all__ = [
-    "log_softmax",
-    "log_softmax_jacobian",
-    "log_softmax_jvp",
-    "log_softmax_vjp",
-    "softmax",
-    "softmax_jacobian",
-    "softmax_jvp",
-    "softmax_vjp",
-]
+__all__ = list(NAMES)  # one function per kernel of the registry (softmax_xp._kernels)
 
 
 _F = TypeVar("_F", bound=Callable[..., Any])

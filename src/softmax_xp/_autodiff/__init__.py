@@ -1,41 +1,78 @@
 """Layer 4: autodiff adapters.
 
-``forward(name, x, axis=..., where=..., xp=...)`` runs ``softmax`` or ``log_softmax`` so that the
-framework's autodiff differentiates through this package's own JVP/VJP kernels (PyTorch: an
-``autograd.Function`` that saves only the output; JAX: a ``custom_jvp``). For other namespaces it
-runs the kernel directly (layer 3). Frameworks are imported only when one of their arrays arrives.
+``forward(name, x, axis=..., where=..., xp=...)`` runs a forward kernel (``softmax``,
+``log_softmax``: ``softmax_xp._kernels.FORWARD``) so that the framework's autodiff differentiates
+through this package's own JVP/VJP kernels (PyTorch: an ``autograd.Function`` that saves only the
+output; JAX: a ``custom_jvp``). For other namespaces it runs the kernel directly (layer 3).
+Adapters are registered per backend, as loaders: a framework is imported only when one of its
+arrays arrives.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
 from .._backends import backend_name, call
 
-__all__ = ["forward"]
+__all__ = ["adapter", "forward", "hot_route", "register"]
+
+_registry: dict[str, Callable[[], ModuleType]] = {}
 
 
-def _adapter(backend: str) -> ModuleType | None:
-    # Plain imports, not importlib: torch.compile (Dynamo) traces these but refuses importlib.
-    if backend == "torch":
-        from . import _torch
+def register(backend: str, loader: Callable[[], ModuleType]) -> None:
+    """Register the module ``loader()`` returns as the autodiff adapter of ``backend`` arrays:
+    its functions named after forward kernels take ``(x, *, axis, where, xp)``."""
+    _registry[backend] = loader
 
-        return _torch
-    if backend == "jax":
-        from . import _jax
 
-        return _jax
-    return None
+def adapter(name: str, backend: str) -> Callable[..., Any] | None:
+    """The adapter of forward kernel ``name`` for ``backend``, or None."""
+    load = _registry.get(backend)
+    return None if load is None else getattr(load(), name, None)
 
 
 def forward(name: str, x: Any, /, *, axis: tuple[int, ...], where: Any, xp: Any) -> Any:
-    """Forward ``name`` ("softmax" or "log_softmax"), differentiable through our own rules."""
-    mod = _adapter(backend_name(xp))
-    if mod is not None:
-        adapter = getattr(mod, name, None)
-        if adapter is not None:
-            out = adapter(x, axis=axis, where=where, xp=xp)
-            if out is not NotImplemented:
-                return out
+    """Forward kernel ``name``, differentiable through this package's own rules."""
+    fn = adapter(name, backend_name(xp))
+    if fn is not None:
+        out = fn(x, axis=axis, where=where, xp=xp)
+        if out is not NotImplemented:
+            return out
     return call(name, x, axis=axis, where=where, xp=xp)
+
+
+def hot_route(
+    name: str,
+    backend: str,
+    axis: tuple[int, ...],
+    xp: Any,
+    sample: Any,
+    run: Callable[..., Any],
+) -> Callable[..., Any] | None:
+    """The direct route ``run`` of forward kernel ``name`` (see ``softmax_xp._hot``) wrapped by
+    the backend's adapter (its ``hot`` function: None where it offers no route for arrays like
+    ``sample``); ``run`` itself for backends with no adapter."""
+    load = _registry.get(backend)
+    if load is None:
+        return run
+    hot = getattr(load(), "hot", None)
+    return None if hot is None else hot(name, axis, xp, sample, run)  # type: ignore[no-any-return]
+
+
+# Plain imports, not importlib: torch.compile (Dynamo) traces these but refuses importlib.
+def _load_torch() -> ModuleType:
+    from . import _torch
+
+    return _torch
+
+
+def _load_jax() -> ModuleType:
+    from . import _jax
+
+    return _jax
+
+
+register("torch", _load_torch)
+register("jax", _load_jax)

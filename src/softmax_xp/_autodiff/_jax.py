@@ -17,51 +17,52 @@ recomputed in the backward pass (as torch's own log_softmax backward does), fuse
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
 import jax
 
 from .._backends import call
+from .._kernels import KERNELS, Kernel
 
 __all__ = ["log_softmax", "softmax"]
 
 Array = Any
 
 
-@partial(jax.custom_jvp, nondiff_argnums=(2, 3))
-def _softmax(x: Array, where: Array | None, axis: tuple[int, ...], xp: Any) -> Array:
-    return call("softmax", x, axis=axis, where=where, xp=xp)
+def _custom(kernel: Kernel, checkpoint: bool) -> Callable[..., Array]:
+    """Forward kernel ``kernel`` as a ``custom_jvp`` function whose rule is its JVP kernel applied
+    to the forward output (with the forward's mask where the JVP kernel takes one); under
+    ``jax.checkpoint`` where ``checkpoint``, so that the residual is the output itself."""
+    name, jvp = kernel.name, kernel.jvp
+    assert jvp is not None
+    masked = KERNELS[jvp].where
+
+    @partial(jax.custom_jvp, nondiff_argnums=(2, 3))
+    def fn(x: Array, where: Array | None, axis: tuple[int, ...], xp: Any) -> Array:
+        return call(name, x, axis=axis, where=where, xp=xp)
+
+    @fn.defjvp
+    def _rule(
+        axis: tuple[int, ...], xp: Any, primals: tuple[Any, ...], tangents: tuple[Any, ...]
+    ) -> tuple[Array, Array]:
+        x, where = primals
+        out = fn(x, where, axis, xp)
+
+        def rule(out: Array, v: Array, where: Array | None) -> Array:
+            kw = {"where": where} if masked else {}
+            return call(jvp, out, v, axis=axis, xp=xp, **kw)
+
+        return out, (jax.checkpoint(rule) if checkpoint else rule)(out, tangents[0], where)
+
+    fn.__name__ = fn.__qualname__ = f"_{name}"  # type: ignore[attr-defined]
+    return fn  # type: ignore[no-any-return]
 
 
-@_softmax.defjvp
-def _softmax_rule(
-    axis: tuple[int, ...], xp: Any, primals: tuple[Any, ...], tangents: tuple[Any, ...]
-) -> tuple[Array, Array]:
-    x, where = primals
-    x_t = tangents[0]
-    y = _softmax(x, where, axis, xp)
-    # y is 0 at masked-out entries, so the rule needs no mask.
-    return y, call("softmax_jvp", y, x_t, axis=axis, xp=xp)
-
-
-@partial(jax.custom_jvp, nondiff_argnums=(2, 3))
-def _log_softmax(x: Array, where: Array | None, axis: tuple[int, ...], xp: Any) -> Array:
-    return call("log_softmax", x, axis=axis, where=where, xp=xp)
-
-
-@_log_softmax.defjvp
-def _log_softmax_rule(
-    axis: tuple[int, ...], xp: Any, primals: tuple[Any, ...], tangents: tuple[Any, ...]
-) -> tuple[Array, Array]:
-    x, where = primals
-    x_t = tangents[0]
-    l = _log_softmax(x, where, axis, xp)
-
-    def rule(l: Array, v: Array, where: Array | None) -> Array:
-        return call("log_softmax_jvp", l, v, axis=axis, where=where, xp=xp)
-
-    return l, jax.checkpoint(rule)(l, x_t, where)
+# softmax_jvp reads y, the residual already; log_softmax_jvp reads exp(l): recomputed (see above).
+_softmax = _custom(KERNELS["softmax"], checkpoint=False)
+_log_softmax = _custom(KERNELS["log_softmax"], checkpoint=True)
 
 
 def _traced(x: Array) -> bool:
@@ -74,15 +75,22 @@ def _traced(x: Array) -> bool:
     return isinstance(x, jax.core.Tracer)
 
 
-def softmax(x: Array, *, axis: tuple[int, ...], where: Array | None, xp: Any) -> Array:
-    """Softmax of validated ``x`` (float32/float64), differentiable through ``softmax_jvp``."""
-    if not _traced(x):
-        return call("softmax", x, axis=axis, where=where, xp=xp)
-    return _softmax(x, where, axis, xp)
+def _adapter(name: str, custom: Callable[..., Array]) -> Callable[..., Array]:
+    def adapt(x: Array, *, axis: tuple[int, ...], where: Array | None, xp: Any) -> Array:
+        if not _traced(x):
+            return call(name, x, axis=axis, where=where, xp=xp)
+        return custom(x, where, axis, xp)
+
+    adapt.__name__ = adapt.__qualname__ = name
+    adapt.__doc__ = f"``{name}`` of validated ``x``, differentiable through its JVP kernel."
+    return adapt
 
 
-def log_softmax(x: Array, *, axis: tuple[int, ...], where: Array | None, xp: Any) -> Array:
-    """Log-softmax of validated ``x``, differentiable through ``log_softmax_jvp``."""
-    if not _traced(x):
-        return call("log_softmax", x, axis=axis, where=where, xp=xp)
-    return _log_softmax(x, where, axis, xp)
+softmax = _adapter("softmax", _softmax)
+log_softmax = _adapter("log_softmax", _log_softmax)
+
+
+def hot(name: str, axis: tuple[int, ...], xp: Any, sample: Any, run: Callable[..., Any]) -> Any:
+    """The direct route ``run`` of forward kernel ``name`` for concrete arrays, which no
+    transformation can differentiate (see :func:`_traced`); tracers get no route."""
+    return None if _traced(sample) else run

@@ -22,15 +22,17 @@ AD anyway. The backward is the same.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch.autograd import forward_ad as _fwad
 
-from .._backends import call
+from .._backends import call, hot_route
+from .._kernels import FORWARD, KERNELS, Kernel
 
-__all__ = ["log_softmax", "log_softmax_function", "softmax", "softmax_function"]
+__all__ = ["function", "log_softmax", "softmax"]
 
 Tensor = torch.Tensor
 
@@ -46,50 +48,86 @@ class _Static:
 
     axis: tuple[int, ...]
     xp: Any
+    #: The direct routes (``softmax_xp._hot``) of the forward kernel and its VJP, set only by
+    #: :func:`hot` (no mask); each may return ``NotImplemented``, and ``call`` then runs.
+    routes: tuple[Callable[..., Any] | None, Callable[..., Any] | None] = (None, None)
 
 
-# -- softmax --------------------------------------------------------------------------------------
-class _Softmax(torch.autograd.Function):
-    """``y = softmax(x)``; backward ``softmax_vjp(y, g)``; saves ``y`` only."""
+# -- one Function pair per forward kernel -----------------------------------------------------------
+def _functions(
+    kernel: Kernel,
+) -> tuple[type[torch.autograd.Function], type[torch.autograd.Function]]:
+    """The ``autograd.Function`` of forward kernel ``kernel`` (backward: its VJP kernel; saves the
+    output, and the mask where its derivative kernels take one), and the same with a forward-mode
+    rule (its JVP kernel), used outside ``torch.compile``."""
+    name, vjp, jvp = kernel.name, kernel.vjp, kernel.jvp
+    assert vjp is not None
+    assert jvp is not None
+    # softmax's output is zero at masked-out entries, so its rules need no mask; log_softmax's
+    # do: an unmasked -inf logit also gives -inf, but a nonzero gradient.
+    masked = KERNELS[vjp].where
 
-    generate_vmap_rule = True
+    def _kw(saved: tuple[Tensor, ...]) -> dict[str, Any]:
+        return {"where": saved[1]} if masked else {}
 
-    @staticmethod
-    def forward(x: Tensor, where: Tensor | None, st: _Static) -> Tensor:  # type: ignore[override]
-        return _own(call("softmax", x, axis=st.axis, where=where, xp=st.xp))
+    def forward(x: Tensor, where: Tensor | None, st: _Static) -> Tensor:
+        run = st.routes[0]
+        if run is not None and (out := run(x)) is not NotImplemented:
+            return out  # type: ignore[no-any-return]
+        return _own(call(name, x, axis=st.axis, where=where, xp=st.xp))
 
-    @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
         ctx.st = inputs[2]
-        # y is zero at masked-out entries, so neither rule needs the mask.
-        ctx.save_for_backward(output)
+        ctx.save_for_backward(output, inputs[1]) if masked else ctx.save_for_backward(output)
 
-    @staticmethod
-    def backward(ctx: Any, g: Tensor) -> tuple[Tensor, None, None]:  # type: ignore[override]
-        (y,) = ctx.saved_tensors
-        return call("softmax_vjp", y, g, axis=ctx.st.axis, xp=ctx.st.xp), None, None
+    def backward(ctx: Any, g: Tensor) -> tuple[Tensor, None, None]:
+        saved = ctx.saved_tensors
+        run = ctx.st.routes[1]
+        if run is not None and (out := run(saved[0], g)) is not NotImplemented:
+            return out, None, None
+        return call(vjp, saved[0], g, axis=ctx.st.axis, xp=ctx.st.xp, **_kw(saved)), None, None
 
+    def setup_context_fwd(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
+        setup_context(ctx, inputs, output)
+        ctx.save_for_forward(output, inputs[1]) if masked else ctx.save_for_forward(output)
 
-class _SoftmaxFwd(_Softmax):
-    """``_Softmax`` with a forward-mode rule, ``softmax_jvp(y, t)`` (used outside compile).
+    def jvp_rule(ctx: Any, x_t: Tensor, where_t: Any, st_t: Any) -> Tensor:
+        # torch calls ``jvp`` with forward-mode AD switched off, so under nested torch.func.jvp
+        # (jacfwd(jacfwd(f))) the rule's result would carry no tangent of the outer level and the
+        # second derivative would silently be 0 (pytorch/pytorch#197867). The rule re-enables
+        # forward AD while it computes: its inputs then carry their outer-level tangents, and none
+        # of the current level (that one is being computed here).
+        saved = ctx.saved_tensors
+        with _fwad._set_fwd_grad_enabled(True):
+            return call(jvp, saved[0], x_t, axis=ctx.st.axis, xp=ctx.st.xp, **_kw(saved))  # type: ignore[no-any-return]
 
-    torch calls ``jvp`` with forward-mode AD switched off, so under nested ``torch.func.jvp``
-    (``jacfwd(jacfwd(f))``) the rule's result would carry no tangent of the outer level and the
-    second derivative would silently be 0 (pytorch/pytorch#197867). The rule re-enables forward
-    AD while it computes: its inputs then carry their outer-level tangents, and none of the
-    current level (that one is being computed here).
-    """
-
-    @staticmethod
-    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
-        _Softmax.setup_context(ctx, inputs, output)
-        ctx.save_for_forward(output)
-
-    @staticmethod
-    def jvp(ctx: Any, x_t: Tensor, where_t: Any, st_t: Any) -> Tensor:
-        (y,) = ctx.saved_tensors
-        with _fwad._set_fwd_grad_enabled(True):  # see the docstring
-            return call("softmax_jvp", y, x_t, axis=ctx.st.axis, xp=ctx.st.xp)  # type: ignore[no-any-return]
+    # Built with type() so that the class (and torch's generated ``...Backward`` node) carries
+    # the kernel's name: ``_SoftmaxBackward``, ``_LogSoftmaxFwdBackward``.
+    title = "".join(part.title() for part in name.split("_"))
+    rule: type[torch.autograd.Function] = type(
+        f"_{title}",
+        (torch.autograd.Function,),
+        {
+            "__doc__": f"``{name}``; backward ``{vjp}``; saves the output"
+            + (" and the mask." if masked else " only."),
+            "__module__": __name__,
+            "generate_vmap_rule": True,
+            "forward": staticmethod(forward),
+            "setup_context": staticmethod(setup_context),
+            "backward": staticmethod(backward),
+        },
+    )
+    rule_fwd: type[torch.autograd.Function] = type(
+        f"_{title}Fwd",
+        (rule,),
+        {
+            "__doc__": f"``_{title}`` with the forward-mode rule ``{jvp}`` (outside compile).",
+            "__module__": __name__,
+            "setup_context": staticmethod(setup_context_fwd),
+            "jvp": staticmethod(jvp_rule),
+        },
+    )
+    return rule, rule_fwd
 
 
 def _own(out: Tensor) -> Tensor:
@@ -105,43 +143,10 @@ def _own(out: Tensor) -> Tensor:
     return out.detach()
 
 
-# -- log_softmax ----------------------------------------------------------------------------------
-class _LogSoftmax(torch.autograd.Function):
-    """``l = log_softmax(x)``; backward ``log_softmax_vjp(l, g)``; saves ``l`` (and the mask)."""
-
-    generate_vmap_rule = True
-
-    @staticmethod
-    def forward(x: Tensor, where: Tensor | None, st: _Static) -> Tensor:  # type: ignore[override]
-        return _own(call("log_softmax", x, axis=st.axis, where=where, xp=st.xp))
-
-    @staticmethod
-    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
-        _, where, ctx.st = inputs
-        # The mask is needed: an unmasked -inf logit also gives l = -inf, but a nonzero gradient.
-        ctx.save_for_backward(output, where)
-
-    @staticmethod
-    def backward(ctx: Any, g: Tensor) -> tuple[Tensor, None, None]:  # type: ignore[override]
-        l, where = ctx.saved_tensors
-        out = call("log_softmax_vjp", l, g, axis=ctx.st.axis, where=where, xp=ctx.st.xp)
-        return out, None, None
-
-
-class _LogSoftmaxFwd(_LogSoftmax):
-    """``_LogSoftmax`` with a forward-mode rule, ``log_softmax_jvp(l, t)`` (outside compile)."""
-
-    @staticmethod
-    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
-        _LogSoftmax.setup_context(ctx, inputs, output)
-        ctx.save_for_forward(output, inputs[1])
-
-    @staticmethod
-    def jvp(ctx: Any, x_t: Tensor, where_t: Any, st_t: Any) -> Tensor:
-        l, where = ctx.saved_tensors
-        with _fwad._set_fwd_grad_enabled(True):  # see _SoftmaxFwd's docstring
-            out = call("log_softmax_jvp", l, x_t, axis=ctx.st.axis, where=where, xp=ctx.st.xp)
-        return out  # type: ignore[no-any-return]
+#: forward kernel name -> (Function, Function with jvp)
+_FUNCTIONS = {name: _functions(KERNELS[name]) for name in FORWARD}
+_Softmax, _SoftmaxFwd = _FUNCTIONS["softmax"]
+_LogSoftmax, _LogSoftmaxFwd = _FUNCTIONS["log_softmax"]
 
 
 # -- routing --------------------------------------------------------------------------------------
@@ -157,25 +162,54 @@ def _tracked(x: Tensor) -> bool:
     return _fwad._current_level >= 0 and _fwad.unpack_dual(x).tangent is not None  # type: ignore[no-untyped-call]
 
 
-def softmax_function() -> type[torch.autograd.Function]:
-    """The ``autograd.Function`` used for softmax here (without ``jvp`` under ``torch.compile``)."""
-    return _Softmax if torch.compiler.is_compiling() else _SoftmaxFwd
+def function(name: str) -> type[torch.autograd.Function]:
+    """The ``autograd.Function`` of forward kernel ``name`` (without ``jvp`` under compile)."""
+    plain, with_jvp = _FUNCTIONS[name]
+    return plain if torch.compiler.is_compiling() else with_jvp
 
 
-def log_softmax_function() -> type[torch.autograd.Function]:
-    """The ``autograd.Function`` used for log_softmax here (without ``jvp`` under compile)."""
-    return _LogSoftmax if torch.compiler.is_compiling() else _LogSoftmaxFwd
+def _adapter(name: str) -> Callable[..., Tensor]:
+    def adapt(x: Tensor, *, axis: tuple[int, ...], where: Tensor | None, xp: Any) -> Tensor:
+        if not _tracked(x):
+            return call(name, x, axis=axis, where=where, xp=xp)  # type: ignore[no-any-return]
+        return function(name).apply(x, where, _Static(axis, xp))  # type: ignore[no-any-return,no-untyped-call]
+
+    adapt.__name__ = adapt.__qualname__ = name
+    adapt.__doc__ = (
+        f"``{name}`` of validated ``x``, differentiable through its own JVP/VJP kernels."
+    )
+    return adapt
 
 
-def softmax(x: Tensor, *, axis: tuple[int, ...], where: Tensor | None, xp: Any) -> Tensor:
-    """Softmax of validated ``x`` (float32/float64), differentiable through ``softmax_vjp/jvp``."""
-    if not _tracked(x):
-        return call("softmax", x, axis=axis, where=where, xp=xp)  # type: ignore[no-any-return]
-    return softmax_function().apply(x, where, _Static(axis, xp))  # type: ignore[no-any-return,no-untyped-call]
+softmax = _adapter("softmax")
+log_softmax = _adapter("log_softmax")
 
 
-def log_softmax(x: Tensor, *, axis: tuple[int, ...], where: Tensor | None, xp: Any) -> Tensor:
-    """Log-softmax of validated ``x``, differentiable through ``log_softmax_vjp/jvp``."""
-    if not _tracked(x):
-        return call("log_softmax", x, axis=axis, where=where, xp=xp)  # type: ignore[no-any-return]
-    return log_softmax_function().apply(x, where, _Static(axis, xp))  # type: ignore[no-any-return,no-untyped-call]
+def hot(name: str, axis: tuple[int, ...], xp: Any, sample: Any, run: Callable[..., Any]) -> Any:
+    """The direct route ``run`` of forward kernel ``name`` (see ``softmax_xp._hot``), with this
+    adapter's routing. A dense tensor that requires grad, with no torch.func transform active,
+    goes to the ``autograd.Function`` through ``torch._C._FunctionBase.apply``, the C entry that
+    ``Function.apply`` ends in once it has bound default arguments (the Function has none) and
+    unwrapped dead torch.func wrappers (refused here): that binding costs about 20 µs per call
+    (``inspect.signature``). The Function then runs the forward and VJP routes. torch.func
+    wrappers, open forward-AD levels and ``torch.compile`` take the full path."""
+    if type(sample) not in (torch.Tensor, torch.nn.Parameter):
+        return None
+    vjp = KERNELS[name].vjp
+    assert vjp is not None
+    st = _Static(axis, xp, (run, hot_route(vjp, "torch", axis, xp, sample)))
+    apply = torch._C._FunctionBase.__dict__["apply"].__get__(None, _FUNCTIONS[name][1])
+    compiling, strided = torch.compiler.is_compiling, torch.strided
+    wrapped = torch._C._functorch.is_functorch_wrapped_tensor
+    transforms = torch._C._are_functorch_transforms_active
+
+    def adapt(x: Tensor) -> Any:
+        if x.requires_grad:
+            if compiling() or x.layout is not strided or wrapped(x) or transforms():
+                return NotImplemented
+            return apply(x, None, st)
+        if _fwad._current_level >= 0 or wrapped(x):
+            return NotImplemented
+        return run(x)  # checks the layout and torch.compile itself
+
+    return adapt

@@ -57,17 +57,6 @@ from dask.highlevelgraph import HighLevelGraph
 
 from . import _numpy, call
 
-__all__ = [
-    "log_softmax",
-    "log_softmax_jacobian",
-    "log_softmax_jvp",
-    "log_softmax_vjp",
-    "softmax",
-    "softmax_jacobian",
-    "softmax_jvp",
-    "softmax_vjp",
-]
-
 Array = Any
 Namespace = Any
 NDArray = np.ndarray[Any, Any]

@@ -38,7 +38,7 @@ import jax
 import numpy as np
 
 from .. import _generic
-from . import _numpy
+from . import _host as _hostmem
 
 #: Results at least this large are computed by the NumPy/C kernels. Measured crossover (one
 #: `softmax-xp bench` run on the 2-core test machine): at 16 MiB and below XLA's own programs were
@@ -47,17 +47,6 @@ from . import _numpy
 _HOST_MIN_BYTES = 32 * 1024 * 1024
 #: Zero-copy import needs ``from_dlpack(..., device=, copy=False)`` (older jax lacks them).
 _DLPACK_NO_COPY = {"device", "copy"} <= set(inspect.signature(jax.dlpack.from_dlpack).parameters)
-
-__all__ = [
-    "log_softmax",
-    "log_softmax_jacobian",
-    "log_softmax_jvp",
-    "log_softmax_vjp",
-    "softmax",
-    "softmax_jacobian",
-    "softmax_jvp",
-    "softmax_vjp",
-]
 
 Array = Any
 Namespace = Any
@@ -153,7 +142,7 @@ def _host(name: str, arrays: tuple[Any, ...], axis: Axes, where: Any) -> Any:
         return NotImplemented
     views = [np.asarray(a) for a in arrays]
     mask = None if where is None else np.asarray(where)
-    out = _numpy.run_into(name, views, axis, mask, _numpy.aligned_empty)
+    out = _hostmem.run_into(name, views, axis, mask, _hostmem.aligned_empty)
     if out is NotImplemented:
         return NotImplemented
     return jax.dlpack.from_dlpack(out, device=device, copy=False)
@@ -211,3 +200,33 @@ def softmax_jacobian(y: Array, /, *, axis: Axes, xp: Namespace) -> Array:
 def log_softmax_jacobian(l: Array, /, *, axis: Axes, xp: Namespace) -> Array:
     """Dense ``I - 1 softmaxᵀ``, fused into one write of the output."""
     return _call("log_softmax_jacobian", (l,), axis, None, xp)
+
+
+# -- the common call's direct route (see softmax_xp._hot) ---------------------------------------
+
+
+def hot(name: str, axis: Axes, xp: Namespace, sample: Any) -> Any:
+    """The route of kernel ``name`` for concrete arrays: this module's kernel with the namespace
+    and axes bound (tracers, under ``jit`` and every transformation, get no route)."""
+    if isinstance(sample, jax.core.Tracer) or not isinstance(sample, jax.Array):
+        return None
+    if name in ("softmax", "log_softmax"):
+
+        def forward(x: Any) -> Any:
+            return _forward(name, x, axis, None, xp) if x.size else NotImplemented
+
+        return forward
+    kind = type(sample)
+
+    def pair(a: Any, b: Any) -> Any:
+        if (
+            type(b) is not kind
+            or b.dtype != a.dtype
+            or b.shape != a.shape
+            or not a.size
+            or a.sharding != b.sharding
+        ):
+            return NotImplemented
+        return _call(name, (a, b), axis, None, xp)
+
+    return pair

@@ -44,25 +44,7 @@ from typing import Any
 import numpy as np
 
 from .. import _generic
-
-try:
-    from . import _rows as _rows  # the C row kernels (optional: see setup.py)
-except ImportError:  # pragma: no cover - a build without a C compiler
-    _rows = None  # type: ignore[assignment]
-
-#: Whether the C row kernels were built (``softmax-xp check`` reports it).
-HAVE_ROWS = _rows is not None
-
-__all__ = [
-    "log_softmax",
-    "log_softmax_jacobian",
-    "log_softmax_jvp",
-    "log_softmax_vjp",
-    "softmax",
-    "softmax_jacobian",
-    "softmax_jvp",
-    "softmax_vjp",
-]
+from ._host import rows as _rows
 
 Array = Any
 Namespace = Any
@@ -548,17 +530,6 @@ def log_softmax_jacobian(l: Array, /, *, axis: Axes, xp: Namespace) -> Array:
 # -- results for other frameworks ---------------------------------------------------------------
 
 
-def aligned_empty(shape: tuple[int, ...], dtype: Any, align: int = 64) -> NDArray:
-    """An uninitialised C-contiguous array whose data starts on an ``align``-byte boundary (what
-    ``jax.dlpack.from_dlpack(copy=False)`` needs to take the buffer without copying it)."""
-    dt = np.dtype(dtype)
-    nbytes = math.prod(shape) * dt.itemsize
-    raw = np.empty(nbytes + align, dtype=np.uint8)
-    offset = -int(raw.__array_interface__["data"][0]) % align
-    out: NDArray = raw[offset : offset + nbytes].view(dt).reshape(shape)
-    return out
-
-
 def run_into(
     name: str, arrays: Sequence[NDArray], axis: Axes, where: NDArray | None, alloc: Alloc
 ) -> Any:
@@ -575,3 +546,62 @@ def run_into(
         "log_softmax_vjp": (_log_vjp_block, "log_vjp"),
     }[name]
     return _pair(kernel, arrays[0], arrays[1], axis, where, rows, alloc)
+
+
+# -- the common call's direct route (see softmax_xp._hot) ---------------------------------------
+
+_PAIRS: dict[str, tuple[Kernel, str]] = {
+    "softmax_jvp": (_softmax_prod_block, "prod"),
+    "softmax_vjp": (_softmax_prod_block, "prod"),
+    "log_softmax_jvp": (_log_jvp_block, "log_jvp"),
+    "log_softmax_vjp": (_log_vjp_block, "log_vjp"),
+}
+
+
+def _direct(a: NDArray) -> bool:
+    f = a.flags
+    return bool(f.c_contiguous and f.aligned)
+
+
+def hot(name: str, axis: Axes, xp: Namespace, sample: Any) -> Callable[..., Any] | None:
+    """The route of kernel ``name`` for plain float32/float64 arrays over ``axis``: C-contiguous
+    input over the last axis, too small for threads, goes straight to the C row kernel (no layout
+    object, no pool); anything else runs this module's kernel (the generic one where it declines)."""
+    if type(sample) is not np.ndarray:
+        return None
+    last = axis == (sample.ndim - 1,)
+    small = _THREAD_MIN_BYTES
+    if name in ("softmax", "log_softmax"):
+        log = name == "log_softmax"
+        fwd = None if _rows is None else _rows.forward
+
+        def forward(x: NDArray) -> Any:
+            if fwd is not None and last and x.nbytes < small and x.size and _direct(x):
+                c = x.shape[-1]
+                out = np.empty(x.shape, x.dtype)
+                fwd(x.reshape(-1, c), out.reshape(-1, c), log)
+                return out
+            out = _forward(x, axis, None, log)
+            return (
+                out if out is not NotImplemented else getattr(_generic, name)(x, axis=axis, xp=xp)
+            )
+
+        return forward
+    if name not in _PAIRS:
+        return None
+    kernel, rows_name = _PAIRS[name]
+    rows = None if _rows is None else getattr(_rows, rows_name)
+    generic = getattr(_generic, name)
+
+    def pair(a: NDArray, b: Any) -> Any:
+        if type(b) is not np.ndarray or b.dtype != a.dtype or b.shape != a.shape:
+            return NotImplemented
+        if rows is not None and last and a.nbytes < small and a.size and _direct(a) and _direct(b):
+            c = a.shape[-1]
+            out = np.empty(a.shape, a.dtype)
+            rows(a.reshape(-1, c), b.reshape(-1, c), out.reshape(-1, c))
+            return out
+        out = _pair(kernel, a, b, axis, None, rows_name)
+        return out if out is not NotImplemented else generic(a, b, axis=axis, xp=xp)
+
+    return pair

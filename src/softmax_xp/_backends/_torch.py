@@ -33,21 +33,7 @@ from typing import Any
 import torch
 
 from .. import _generic
-
-try:
-    from ._rows import advise_hugepages as _advise_hugepages
-except ImportError:  # pragma: no cover - a build without a C compiler
-    _advise_hugepages = None  # type: ignore[assignment]
-
-__all__ = [
-    "log_softmax",
-    "log_softmax_jacobian",
-    "log_softmax_vjp",
-    "softmax",
-    "softmax_jacobian",
-    "softmax_jvp",
-    "softmax_vjp",
-]
+from . import _host
 
 Array = Any
 Namespace = Any
@@ -69,7 +55,7 @@ def _huge_out(
     shape = tuple(like.shape) if shape is None else shape
     nbytes = math.prod(shape) * like.element_size()
     if (
-        _advise_hugepages is None
+        not _host.HAVE_ROWS
         or nbytes < _HUGE_MIN_BYTES
         or torch.compiler.is_compiling()
         or not all(
@@ -80,7 +66,7 @@ def _huge_out(
         return None
     # device= explicitly: torch.set_default_device / `with torch.device(...)` must not move it
     out = torch.empty(shape, dtype=like.dtype, device=like.device)
-    _advise_hugepages(out.data_ptr(), nbytes)
+    _host.advise_hugepages(out.data_ptr(), nbytes)
     return out
 
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -37,19 +37,7 @@ from torch.autograd import forward_ad as _fwad
 
 from . import _torch as _native
 
-__all__ = [
-    "ENV",
-    "log_softmax",
-    "log_softmax_jacobian",
-    "log_softmax_jvp",
-    "log_softmax_vjp",
-    "path",
-    "selected",
-    "softmax",
-    "softmax_jacobian",
-    "softmax_jvp",
-    "softmax_vjp",
-]
+__all__ = ["ENV", "hot", "path", "selected"]  # and one function per kernel of the registry
 
 Array = Any
 Namespace = Any
@@ -384,3 +372,54 @@ def log_softmax_jacobian(l: Array, /, *, axis: Axes, xp: Namespace) -> Array:
     if r is None:
         return _native.log_softmax_jacobian(l, axis=axis, xp=xp)
     return _jacobian_op(l, r[0], r[1], True)
+
+
+# -- the common call's direct route (see softmax_xp._hot) ---------------------------------------
+
+
+def hot(name: str, axis: Axes, xp: Namespace, sample: Any) -> Any:
+    """The route of kernel ``name`` for dense CPU tensors over one dim: torch's kernel called
+    straight away. CUDA tensors (whose path ``SOFTMAX_XP_TORCH_CUDA`` picks at each call),
+    tensors of 32 MiB and more (the huge-page buffers), other layouts and ``torch.compile`` take
+    the full path; under Triton's interpreter, which sends CPU tensors to Triton where selected,
+    there is no route."""
+    if type(sample) not in (torch.Tensor, torch.nn.Parameter) or len(axis) != 1 or _interpreted():
+        return None
+    dim = axis[0]
+    strided, compiling = torch.strided, torch.compiler.is_compiling
+    huge = _native._HUGE_MIN_BYTES
+
+    if name in ("softmax", "log_softmax"):
+        op = torch.softmax if name == "softmax" else torch.log_softmax
+
+        def forward(x: torch.Tensor) -> Any:
+            if x.layout is not strided or not x.is_cpu or x.nbytes >= huge or compiling():
+                return NotImplemented
+            return op(x, dim)
+
+        return forward
+    backwards: dict[str, Callable[..., torch.Tensor]] = {
+        "softmax_vjp": torch._softmax_backward_data,
+        "softmax_jvp": torch._softmax_backward_data,  # J is symmetric
+        "log_softmax_vjp": torch._log_softmax_backward_data,
+    }
+    backward = backwards.get(name)
+    if backward is None:
+        return None
+    kind = type(sample)
+
+    def pair(a: torch.Tensor, b: Any) -> Any:
+        if (
+            type(b) is not kind
+            or b.dtype != a.dtype
+            or b.shape != a.shape
+            or a.layout is not strided
+            or b.layout is not strided
+            or not (a.is_cpu and b.is_cpu)
+            or a.nbytes >= huge
+            or compiling()
+        ):
+            return NotImplemented
+        return backward(b, a, dim, a.dtype)
+
+    return pair

@@ -506,9 +506,9 @@ def _has_cuda(backend: str) -> bool:
 
 
 def _rows_module() -> Any:
-    from .._backends import _numpy
+    from .._backends import _host
 
-    return _numpy._rows
+    return _host.rows
 
 
 def _exp_impls(

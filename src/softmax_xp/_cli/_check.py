@@ -21,19 +21,12 @@ from typing import Any
 import numpy as np
 
 import softmax_xp as sx
+from softmax_xp import _kernels
 
 __all__ = ["Row", "main", "run_checks", "torch_cuda_line"]
 
-KERNELS = (
-    "softmax",
-    "log_softmax",
-    "softmax_jvp",
-    "softmax_vjp",
-    "softmax_jacobian",
-    "log_softmax_jvp",
-    "log_softmax_vjp",
-    "log_softmax_jacobian",
-)
+#: Every kernel of the registry, forward kernels first (the order of the report).
+KERNELS = (*_kernels.FORWARD, *(n for n in _kernels.NAMES if n not in _kernels.FORWARD))
 
 #: Pass threshold on the max relative error (max abs error / max abs reference), per dtype and
 #: kind of reference. float32 results are compared with a float64 reference: a JVP/VJP's
@@ -437,9 +430,9 @@ def main(argv: list[str]) -> int:
     print(f"\n{len(rows) - len(failed)} passed, {len(failed)} failed ({', '.join(backends)})")
     if _installed("torch"):
         print(torch_cuda_line())
-    from .._backends import _numpy
+    from .._backends import _host
 
-    kernels = _numpy._rows
+    kernels = _host.rows
     print(
         f"NumPy fast path: C row kernels built, running at {kernels.isa()}"
         f" (this CPU and build: {', '.join(kernels.isa_levels())})"
