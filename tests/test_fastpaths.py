@@ -25,12 +25,13 @@ import numpy as np
 import pytest
 from _support import TOLERANCES
 
-from softmax_xp import _generic
+from softmax_xp import _generic, _kernels
 
-FORWARD = ["softmax", "log_softmax"]
-PAIRS = ["softmax_jvp", "softmax_vjp", "log_softmax_jvp", "log_softmax_vjp"]
-MASKED_PAIRS = ["log_softmax_jvp", "log_softmax_vjp"]
-JACOBIANS = ["softmax_jacobian", "log_softmax_jacobian"]
+# The kernels by kind, from the registry
+FORWARD = list(_kernels.FORWARD)
+PAIRS = [k.name for k in _kernels.KERNELS.values() if k.of is not None and k.output == "same"]
+MASKED_PAIRS = [n for n in PAIRS if _kernels.KERNELS[n].where]
+JACOBIANS = [k.name for k in _kernels.KERNELS.values() if k.output == "jacobian"]
 
 # (shape, axis): single axes, tuple axes (adjacent and not), all axes, short and long rows
 CASES: list[tuple[tuple[int, ...], tuple[int, ...]]] = [

@@ -1,4 +1,4 @@
-"""The public API is exactly DESIGN.md's: names, signatures, and an import that stays light."""
+"""The public API is exactly the kernel registry's: names, signatures, and a light import."""
 
 from __future__ import annotations
 
@@ -9,45 +9,41 @@ import sys
 import pytest
 
 import softmax_xp as sx
+from softmax_xp._kernels import KERNELS, Kernel
 
 P, K = inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.KEYWORD_ONLY
 
-#: DESIGN.md's signatures: (name, kind, default) per parameter.
-SIGNATURES = {
-    "softmax": [
-        ("x", P, None),
-        ("axis", K, -1),
-        ("where", K, None),
-        ("dtype", K, None),
-        ("xp", K, None),
-    ],
-    "log_softmax": [
-        ("x", P, None),
-        ("axis", K, -1),
-        ("where", K, None),
-        ("dtype", K, None),
-        ("xp", K, None),
-    ],
-    "softmax_jvp": [("y", P, None), ("v", P, None), ("axis", K, -1), ("xp", K, None)],
-    "softmax_vjp": [("y", P, None), ("g", P, None), ("axis", K, -1), ("xp", K, None)],
-    "softmax_jacobian": [("y", P, None), ("axis", K, -1), ("xp", K, None)],
-    "log_softmax_jvp": [
-        ("l", P, None),
-        ("v", P, None),
-        ("axis", K, -1),
-        ("where", K, None),
-        ("xp", K, None),
-    ],
-    "log_softmax_vjp": [
-        ("l", P, None),
-        ("g", P, None),
-        ("axis", K, -1),
-        ("where", K, None),
-        ("xp", K, None),
-    ],
-    "log_softmax_jacobian": [("l", P, None), ("axis", K, -1), ("xp", K, None)],
-}
+
+def _expected(kernel: Kernel) -> list[tuple[str, inspect._ParameterKind, object]]:
+    """The signature the registry declares: the arrays positional-only, then ``axis=-1``,
+    ``where=None`` (kernels that take a mask), ``dtype=None`` (forward kernels), ``xp=None``."""
+    params: list[tuple[str, inspect._ParameterKind, object]] = [(a, P, None) for a in kernel.args]
+    params.append(("axis", K, -1))
+    if kernel.where:
+        params.append(("where", K, None))
+    if kernel.forward:
+        params.append(("dtype", K, None))
+    return [*params, ("xp", K, None)]
+
+
+#: (name, kind, default) per parameter, per public function: from the kernel registry.
+SIGNATURES = {name: _expected(k) for name, k in KERNELS.items()}
 CLASSES = {"SoftmaxJacobian", "LogSoftmaxJacobian"}
+
+
+def test_registry_declares_the_documented_kernels() -> None:
+    """The registry's table against the documented API (the README's API table)."""
+    assert set(KERNELS) == {
+        "softmax", "log_softmax", "softmax_jvp", "softmax_vjp", "softmax_jacobian",
+        "log_softmax_jvp", "log_softmax_vjp", "log_softmax_jacobian",
+    }  # fmt: skip
+    assert SIGNATURES["softmax_vjp"] == [
+        ("y", P, None), ("g", P, None), ("axis", K, -1), ("xp", K, None)
+    ]  # fmt: skip
+    assert [p[0] for p in SIGNATURES["log_softmax"]] == ["x", "axis", "where", "dtype", "xp"]
+    for k in KERNELS.values():
+        for d in (k.jvp, k.vjp, k.jacobian):
+            assert d is None or KERNELS[d].of == k.name
 
 
 def test_all_lists_exactly_the_public_names() -> None:

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch.autograd import forward_ad as _fwad
 
-from .._backends import call, hot_route
+from .._backends import NOT_NOW, call, hot_route
 from .._kernels import FORWARD, KERNELS, Kernel
 
 __all__ = ["function", "log_softmax", "softmax"]
@@ -195,6 +195,8 @@ def hot(name: str, axis: tuple[int, ...], xp: Any, sample: Any, run: Callable[..
     wrappers, open forward-AD levels and ``torch.compile`` take the full path."""
     if type(sample) not in (torch.Tensor, torch.nn.Parameter):
         return None
+    if torch.compiler.is_compiling():
+        return NOT_NOW
     vjp = KERNELS[name].vjp
     assert vjp is not None
     st = _Static(axis, xp, (run, hot_route(vjp, "torch", axis, xp, sample)))
@@ -204,12 +206,14 @@ def hot(name: str, axis: tuple[int, ...], xp: Any, sample: Any, run: Callable[..
     transforms = torch._C._are_functorch_transforms_active
 
     def adapt(x: Tensor) -> Any:
+        if compiling():  # first: Dynamo cannot trace the functorch queries below
+            return NotImplemented
         if x.requires_grad:
-            if compiling() or x.layout is not strided or wrapped(x) or transforms():
+            if x.layout is not strided or wrapped(x) or transforms():
                 return NotImplemented
             return apply(x, None, st)
         if _fwad._current_level >= 0 or wrapped(x):
             return NotImplemented
-        return run(x)  # checks the layout and torch.compile itself
+        return run(x)  # checks the layout itself
 
     return adapt

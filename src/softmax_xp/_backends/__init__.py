@@ -27,6 +27,7 @@ from .._kernels import KERNELS
 
 __all__ = [
     "ANY_DEVICE",
+    "NOT_NOW",
     "backend_name",
     "call",
     "device_kind",
@@ -38,10 +39,13 @@ __all__ = [
 #: The device key of an entry that serves every device of its backend.
 ANY_DEVICE = "*"
 
+#: What a ``hot`` builder answers when it cannot build a route for this call but might for a
+#: later one with the same key (torch, while ``torch.compile`` traces): nothing is recorded.
+NOT_NOW: Any = type("NotNow", (), {"__repr__": lambda self: "NOT_NOW"})()
+
 Loader = Callable[[], ModuleType]
 
 _registry: dict[tuple[str, str], list[Loader]] = {}
-_chains: dict[tuple[str, str, str], tuple[Callable[..., Any], ...]] = {}
 _lock = threading.Lock()
 
 
@@ -55,7 +59,6 @@ def register(backend: str, device: str, loader: Loader, *, first: bool = False) 
     with _lock:
         entries = _registry.setdefault((backend, device), [])
         entries.insert(0, loader) if first else entries.append(loader)
-        _chains.clear()
 
 
 def backend_name(xp: Any) -> str:
@@ -83,20 +86,20 @@ def device_kind(backend: str, array: Any) -> str:
     return ANY_DEVICE
 
 
-def implementations(name: str, backend: str, device: str) -> tuple[Callable[..., Any], ...]:
-    """The fast paths of kernel ``name`` for ``backend`` arrays on ``device``, in order."""
-    key = (name, backend, device)
-    chain = _chains.get(key)
-    if chain is None:
-        if name not in KERNELS:
-            raise KeyError(f"unknown kernel {name!r}")
-        loaders = [*_registry.get((backend, device), ())] if device != ANY_DEVICE else []
-        loaders += _registry.get((backend, ANY_DEVICE), ())
-        fns = (getattr(load(), name, None) for load in loaders)
-        chain = tuple(f for f in fns if f is not None)
-        with _lock:
-            _chains[key] = chain
-    return chain
+def implementations(name: str, backend: str, device: str) -> list[Callable[..., Any]]:
+    """The fast paths of kernel ``name`` for ``backend`` arrays on ``device``, in order.
+
+    Looked up at each call, not cached: torch.compile traces this, and a traced function may not
+    mutate state outside itself (inside an autograd.Function's backward, say)."""
+    if name not in KERNELS:
+        raise KeyError(f"unknown kernel {name!r}")
+    loaders = _registry.get((backend, device), []) if device != ANY_DEVICE else []
+    out = []
+    for load in (*loaders, *_registry.get((backend, ANY_DEVICE), ())):
+        fn = getattr(load(), name, None)
+        if fn is not None:
+            out.append(fn)
+    return out
 
 
 def call(name: str, *arrays: Any, xp: Any, **kwargs: Any) -> Any:

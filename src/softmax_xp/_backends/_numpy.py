@@ -567,7 +567,7 @@ def hot(name: str, axis: Axes, xp: Namespace, sample: Any) -> Callable[..., Any]
     """The route of kernel ``name`` for plain float32/float64 arrays over ``axis``: C-contiguous
     input over the last axis, too small for threads, goes straight to the C row kernel (no layout
     object, no pool); anything else runs this module's kernel (the generic one where it declines)."""
-    if type(sample) is not np.ndarray:
+    if type(sample) is not np.ndarray or sample.dtype not in (np.float32, np.float64):
         return None
     last = axis == (sample.ndim - 1,)
     small = _THREAD_MIN_BYTES

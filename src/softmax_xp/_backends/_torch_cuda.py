@@ -35,6 +35,7 @@ from typing import Any
 import torch
 from torch.autograd import forward_ad as _fwad
 
+from . import NOT_NOW
 from . import _torch as _native
 
 __all__ = ["ENV", "hot", "path", "selected"]  # and one function per kernel of the registry
@@ -385,6 +386,8 @@ def hot(name: str, axis: Axes, xp: Namespace, sample: Any) -> Any:
     there is no route."""
     if type(sample) not in (torch.Tensor, torch.nn.Parameter) or len(axis) != 1 or _interpreted():
         return None
+    if torch.compiler.is_compiling():
+        return NOT_NOW
     dim = axis[0]
     strided, compiling = torch.strided, torch.compiler.is_compiling
     huge = _native._HUGE_MIN_BYTES
