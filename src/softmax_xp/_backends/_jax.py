@@ -211,9 +211,23 @@ def hot(name: str, axis: Axes, xp: Namespace, sample: Any) -> Any:
     if isinstance(sample, jax.core.Tracer) or not isinstance(sample, jax.Array):
         return None
     if name in ("softmax", "log_softmax"):
+        # the plain program with the axes closed over: jit's dispatch then hashes no static
+        # argument (the same program as ``_plain[name]``)
+        body = _plain_softmax if name == "softmax" else _plain_log_softmax
+        plain = jax.jit(functools.partial(body, axis=axis))
+
+        host_min = _HOST_MIN_BYTES // np.dtype(sample.dtype).itemsize  # in elements: x.size
+        # costs a tenth of x.nbytes on a jax.Array
 
         def forward(x: Any) -> Any:
-            return _forward(name, x, axis, None, xp) if x.size else NotImplemented
+            n = x.size
+            if not n:
+                return NotImplemented
+            if n >= host_min:
+                out = _host(name, (x,), axis, None)
+                if out is not NotImplemented:
+                    return out
+            return plain(x)
 
         return forward
     kind = type(sample)

@@ -667,6 +667,10 @@ def _plot(rows: list[Row], path: Path) -> str:
 
 def main(argv: list[str]) -> int:
     """Run ``softmax-xp bench``; returns the exit status."""
+    if "--overhead" in argv:  # the time per call from tiny arrays up: a run of its own
+        from ._overhead import main as overhead_main
+
+        return overhead_main(argv)
     parser = argparse.ArgumentParser(prog="softmax-xp bench", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small shapes, well under a minute")
     parser.add_argument(
@@ -683,6 +687,11 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--shape", action="append", help="override shapes, e.g. 1024x32768")
     parser.add_argument("--progress", action="store_true", help="progress bar even off a tty")
     parser.add_argument("--no-plot", action="store_true", help="write no PNG")
+    parser.add_argument(
+        "--overhead",
+        action="store_true",
+        help="instead: time per call from (1, 2) to (4096, 1024) next to the native call",
+    )
     args = parser.parse_args(argv)
 
     def listed(vals: list[str] | None, default: list[str]) -> list[str]:
