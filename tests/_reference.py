@@ -18,6 +18,8 @@ from collections.abc import Callable
 import numpy as np
 from _support import Lib
 
+from softmax_xp._testing import fd_jacobian
+
 Axis = int | tuple[int, ...] | None
 
 
@@ -60,20 +62,8 @@ def _scipy_rows(rows: np.ndarray, mask: np.ndarray | None, log: bool) -> np.ndar
     return out
 
 
-def _fd_rows(rows: np.ndarray, mask: np.ndarray | None, log: bool, h: float = 1e-6) -> np.ndarray:
-    c = rows.shape[-1]
-    jac = np.zeros((*rows.shape, c))
-    for j in range(c):
-        step = np.zeros(c)
-        step[j] = h
-        plus = _scipy_rows(rows + step, mask, log)
-        minus = _scipy_rows(rows - step, mask, log)
-        with np.errstate(invalid="ignore"):  # -inf - -inf at masked entries of log_softmax
-            d = (plus - minus) / (2 * h)
-        jac[..., :, j] = np.where(np.isfinite(d), d, 0.0)
-    if mask is not None:  # masked-out outputs and inputs have zero derivative
-        jac = jac * mask[..., :, None] * mask[..., None, :]
-    return jac
+def _fd_rows(rows: np.ndarray, mask: np.ndarray | None, log: bool) -> np.ndarray:
+    return fd_jacobian(lambda r: _scipy_rows(r, mask, log), rows, mask)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -19,6 +19,8 @@ import array_api_compat
 import numpy as np
 import pytest
 
+from softmax_xp import _testing
+
 
 class Backend(enum.Enum):
     """An array library (and device / execution mode) the suite runs against."""
@@ -282,15 +284,8 @@ def make_lib(backend: Backend) -> Lib:
 
 # -- tolerances: the one place they are set -------------------------------------------------------
 #: (rtol, atol) per result dtype, for comparisons against a float64 (or framework) reference.
-TOLERANCES: dict[str, tuple[float, float]] = {
-    "float64": (1e-9, 1e-12),
-    "float32": (2e-5, 1e-6),
-    "float16": (4e-3, 1e-3),
-    "bfloat16": (3e-2, 8e-3),
-}
-
-#: Central finite differences in float64 with step 1e-6 carry about 1e-9 relative error.
-FD_TOLERANCE: tuple[float, float] = (1e-6, 1e-8)
+TOLERANCES = _testing.TOLERANCES
+FD_TOLERANCE = _testing.FD_TOLERANCE
 
 
 def tolerance(dtype_name: str) -> tuple[float, float]:

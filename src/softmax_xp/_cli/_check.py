@@ -21,23 +21,14 @@ from typing import Any
 import numpy as np
 
 import softmax_xp as sx
-from softmax_xp import _kernels
+from softmax_xp import _kernels, _testing
 
 __all__ = ["Row", "main", "run_checks", "torch_cuda_line"]
 
 #: Every kernel of the registry, forward kernels first (the order of the report).
 KERNELS = (*_kernels.FORWARD, *(n for n in _kernels.NAMES if n not in _kernels.FORWARD))
 
-#: Pass threshold on the max relative error (max abs error / max abs reference), per dtype and
-#: kind of reference. float32 results are compared with a float64 reference: a JVP/VJP's
-#: cancellation in ``v - <y, v>`` costs up to a few dozen float32 ulps (eps = 1.2e-7) normwise.
-#: Central differences in float64 (h = 1e-6) carry about 1e-9 of truncation and round-off.
-THRESHOLDS = {
-    ("float64", "autodiff"): 1e-10,
-    ("float64", "finite differences"): 1e-7,
-    ("float32", "autodiff"): 1e-5,
-    ("float32", "finite differences"): 1e-5,
-}
+THRESHOLDS = _testing.THRESHOLDS
 
 #: Each case: (shape, axis). axis=0 checks the Jacobian layout (batch axes first).
 CASES = (((4, 7), -1), ((5, 3), 0))
@@ -56,17 +47,7 @@ class Row:
     reference: str = ""
 
 
-def _rel_error(actual: np.ndarray, expected: np.ndarray) -> float:
-    actual = np.asarray(actual, dtype=np.float64)
-    expected = np.asarray(expected, dtype=np.float64)
-    if actual.shape != expected.shape:
-        return math.inf
-    if expected.size == 0:
-        return 0.0
-    if not np.all(np.isfinite(actual)):
-        return math.inf
-    scale = max(float(np.max(np.abs(expected))), np.finfo(np.float64).tiny)
-    return float(np.max(np.abs(actual - expected))) / scale
+_rel_error = _testing.rel_error
 
 
 # ----------------------------------------------------------------------------------------------
@@ -89,18 +70,9 @@ def _ref_softmax(x: np.ndarray, axis: int, log: bool) -> np.ndarray:
     return np.moveaxis(out, -1, axis)
 
 
-def _fd_jacobian(x: np.ndarray, axis: int, log: bool, h: float = 1e-6) -> np.ndarray:
+def _fd_jacobian(x: np.ndarray, axis: int, log: bool) -> np.ndarray:
     """Per-slice Jacobian by central differences of the reference, layout batch + (C, C)."""
-    rows = _rows_last(x, axis)
-    c = rows.shape[-1]
-    jac = np.empty((*rows.shape, c))
-    for j in range(c):
-        step = np.zeros(c)
-        step[j] = h
-        plus = _ref_softmax(rows + step, -1, log)
-        minus = _ref_softmax(rows - step, -1, log)
-        jac[..., :, j] = (plus - minus) / (2 * h)
-    return jac
+    return _testing.fd_jacobian(lambda r: _ref_softmax(r, -1, log), _rows_last(x, axis))
 
 
 class _FiniteDifferences:
