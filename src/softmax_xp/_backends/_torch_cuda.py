@@ -58,6 +58,19 @@ def selected() -> str:
     return value
 
 
+# ``ENV in os.environ`` encodes the key on each call (about 0.6 µs, a quarter of a small
+# torch.softmax); the mapping's own store, where CPython has one, answers the same in 40 ns.
+_ENV_STORE: Any = getattr(os.environ, "_data", None)
+_ENV_KEY: Any = os.environ.encodekey(ENV) if hasattr(os.environ, "encodekey") else ENV
+
+
+def _env_set() -> bool:
+    """Whether ``SOFTMAX_XP_TORCH_CUDA`` is set (to anything) now."""
+    if _ENV_STORE is None:  # pragma: no cover - not CPython's os.environ
+        return ENV in os.environ
+    return _ENV_KEY in _ENV_STORE
+
+
 def _interpreted() -> bool:
     return os.environ.get("TRITON_INTERPRET", "") == "1"
 
@@ -381,10 +394,10 @@ def log_softmax_jacobian(l: Array, /, *, axis: Axes, xp: Namespace) -> Array:
 def hot(name: str, axis: Axes, xp: Namespace, sample: Any) -> Any:
     """The route of kernel ``name`` for dense CPU tensors over one dim: torch's kernel called
     straight away. CUDA tensors (whose path ``SOFTMAX_XP_TORCH_CUDA`` picks at each call),
-    tensors of 32 MiB and more (the huge-page buffers), other layouts and ``torch.compile`` take
-    the full path; under Triton's interpreter, which sends CPU tensors to Triton where selected,
-    there is no route."""
-    if type(sample) not in (torch.Tensor, torch.nn.Parameter) or len(axis) != 1 or _interpreted():
+    tensors of 32 MiB and more (the huge-page buffers), other layouts, ``torch.compile`` and any
+    call while ``SOFTMAX_XP_TORCH_CUDA`` is set (under Triton's interpreter it sends CPU tensors
+    to Triton) take the full path."""
+    if type(sample) not in (torch.Tensor, torch.nn.Parameter) or len(axis) != 1:
         return None
     if torch.compiler.is_compiling():
         return NOT_NOW
@@ -396,7 +409,13 @@ def hot(name: str, axis: Axes, xp: Namespace, sample: Any) -> Any:
         op = torch.softmax if name == "softmax" else torch.log_softmax
 
         def forward(x: torch.Tensor) -> Any:
-            if x.layout is not strided or not x.is_cpu or x.nbytes >= huge or compiling():
+            if (
+                x.layout is not strided
+                or not x.is_cpu
+                or x.nbytes >= huge
+                or _env_set()
+                or compiling()
+            ):
                 return NotImplemented
             return op(x, dim)
 
@@ -421,6 +440,7 @@ def hot(name: str, axis: Axes, xp: Namespace, sample: Any) -> Any:
             or not (a.is_cpu and b.is_cpu)
             or a.nbytes >= huge
             or compiling()
+            or _env_set()
         ):
             return NotImplemented
         return backward(b, a, dim, a.dtype)
