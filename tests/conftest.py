@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 from collections.abc import Iterator
 
 import pytest
@@ -52,7 +51,6 @@ def lib(request: pytest.FixtureRequest) -> Iterator[Lib]:
 
 #: Framework-specific test files (not parametrized over backends) and the session they belong to.
 _FRAMEWORK_FILES = {"test_autodiff_torch.py": "torch", "test_autodiff_jax.py": "jax"}
-# test_fastpaths.py: test_numpy* / test_torch* / test_jax* belong to that framework's session.
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -60,8 +58,5 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         name = item.path.name
         framework = _FRAMEWORK_FILES.get(name)
-        if name == "test_fastpaths.py":
-            m = re.match(r"test_(numpy|torch|jax)(_|\[|$)", item.name)
-            framework = m.group(1) if m else None
         if framework is not None and not in_session(framework):
             item.add_marker(pytest.mark.skip(reason=f"runs in the {framework} session"))

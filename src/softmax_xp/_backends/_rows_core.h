@@ -110,7 +110,7 @@ typedef int64_t i64x2 __attribute__((vector_size(16)));
  * low mantissa bits then hold n: no float-to-int conversion (none is defined for NaN). Inputs
  * are clamped to where the result is 0 or inf anyway; NaN passes through (the polynomial is
  * NaN). Measured against
- * float64 exp over the whole range: at most 1 ulp (tests/test_fastpaths.py).
+ * float64 exp over the whole range: at most 1 ulp (tests/test_fastpaths_numpy.py).
  * ------------------------------------------------------------------------------------------- */
 
 /* The last two steps, 1 + r (1 + r q). With fused multiply-adds (AVX2+FMA, AVX-512, aarch64)
