@@ -476,6 +476,21 @@ def _device_name(backend: str, device: str) -> str:
     return f"{_cpu_name()} ({os.cpu_count()} CPUs)"
 
 
+def run_facts(argv: list[str], repeats: int, load_before: Any) -> dict[str, Any]:
+    """What every results JSON records of the run: the machine, the versions, the command, and
+    the machine's load (1, 5, 15 min) before and after (it may be shared)."""
+    return {
+        "cpu": _cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "versions": _versions(),
+        "command": ["softmax-xp", "bench", *argv],
+        "repeats": repeats,
+        "loadavg_before": load_before,
+        "loadavg_after": os.getloadavg() if hasattr(os, "getloadavg") else None,
+    }
+
+
 def _versions() -> dict[str, str]:
     out = {"python": platform.python_version(), "softmax_xp": sx.__version__}
     for mod in ("numpy", "scipy", "torch", "jax", "jaxlib", "matplotlib"):
@@ -814,17 +829,9 @@ def main(argv: list[str]) -> int:
         report = {
             "time": stamp.isoformat(timespec="seconds"),
             "device": {k: _device_name(*k.split(":")) for k in devs},
-            "cpu": _cpu_name(),
-            "cpu_count": os.cpu_count(),
+            **run_facts(argv, repeats, load_before),
             # the C row kernels' instruction-set level (None: built without them)
             "isa": isa,
-            "platform": platform.platform(),
-            "versions": _versions(),
-            "command": ["softmax-xp", "bench", *argv],
-            "repeats": repeats,
-            # the machine may be shared: its load (1, 5, 15 min) before and after the run
-            "loadavg_before": load_before,
-            "loadavg_after": os.getloadavg() if hasattr(os, "getloadavg") else None,
             "rows": [asdict(r) for r in rows],
             "memory": memory,
             "exp": exp_rows,

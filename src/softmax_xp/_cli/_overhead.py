@@ -19,9 +19,7 @@ import datetime
 import importlib.util
 import json
 import os
-import platform
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -209,7 +207,7 @@ def _plot(rows: list[Row], path: Path) -> str:
 
 def main(argv: list[str]) -> int:
     """Run ``softmax-xp bench --overhead``; returns the exit status."""
-    from ._bench import _cpu_name, _versions
+    from ._bench import run_facts
 
     parser = argparse.ArgumentParser(
         prog="softmax-xp bench --overhead", description=__doc__.split("\n")[0]
@@ -264,16 +262,8 @@ def main(argv: list[str]) -> int:
 
         report = {
             "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "cpu": _cpu_name(),
-            "cpu_count": os.cpu_count(),
+            **run_facts(argv, repeats, load_before),
             "isa": None if _host.rows is None else _host.rows.isa(),
-            "platform": platform.platform(),
-            "python": sys.version.split()[0],
-            "versions": _versions(),
-            "command": ["softmax-xp", "bench", *argv],
-            "repeats": repeats,
-            "loadavg_before": load_before,
-            "loadavg_after": os.getloadavg() if hasattr(os, "getloadavg") else None,
             "rows": [asdict(r) for r in rows],
         }
         path = args.out / "overhead.json"
