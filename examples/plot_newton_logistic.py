@@ -55,9 +55,7 @@ def hessp(w, v):
 
 w0 = np.zeros(k * d)
 t0 = time.perf_counter()
-res = minimize(
-    loss_grad, w0, jac=True, hessp=hessp, method="trust-ncg", options={"gtol": 1e-9}
-)
+res = minimize(loss_grad, w0, jac=True, hessp=hessp, method="trust-ncg", options={"gtol": 1e-9})
 t_ours = time.perf_counter() - t0
 W_ours = res.x.reshape(k, d)
 
@@ -73,7 +71,9 @@ loss_ours = loss_grad(res.x)[0]
 loss_sk = loss_grad(W_sk.ravel())[0]
 rel_loss = abs(loss_ours - loss_sk) / abs(loss_sk)
 coef_err = float(np.max(np.abs(W_ours - W_sk)))
-print(f"loss: ours {loss_ours:.12g}, scikit-learn {loss_sk:.12g}, relative difference {rel_loss:.1e}")
+print(
+    f"loss: ours {loss_ours:.12g}, scikit-learn {loss_sk:.12g}, relative difference {rel_loss:.1e}"
+)
 print(f"coefficients: max |ours - scikit-learn| = {coef_err:.1e}")
 assert rel_loss <= 1e-8, rel_loss
 assert coef_err <= 1e-4, coef_err
