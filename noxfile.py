@@ -16,7 +16,17 @@ from pathlib import Path
 
 import nox
 
-nox.options.sessions = ["lint", "ckernels", "wheel", "numpy", "strict", "dask", "torch", "jax"]
+nox.options.sessions = [
+    "lint",
+    "ckernels",
+    "wheel",
+    "numpy",
+    "strict",
+    "dask",
+    "torch",
+    "jax",
+    "docs",
+]
 nox.options.reuse_venv = "yes"
 nox.options.error_on_missing_interpreters = True
 
@@ -102,7 +112,7 @@ def docs(session: nox.Session) -> None:
     of the docstrings it publishes, the gallery examples as tests, then the built pages checked
     offline (sections, internal links) and in headless Chromium (screenshots in
     docs/_build/screenshots, not committed)."""
-    session.install(*CONSTRAINTS, "-e", ".[docs,torch,jax,dask]")
+    session.install(*CONSTRAINTS, "-e", ".[docs,test,torch,jax,dask]")
     for stale in ("docs/_build", "docs/generated", "docs/gallery", "docs/sg_execution_times.rst"):
         path = Path(stale)
         if path.is_dir():
