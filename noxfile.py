@@ -16,7 +16,17 @@ from pathlib import Path
 
 import nox
 
-nox.options.sessions = ["lint", "ckernels", "wheel", "numpy", "strict", "dask", "torch", "jax"]
+nox.options.sessions = [
+    "lint",
+    "ckernels",
+    "wheel",
+    "numpy",
+    "strict",
+    "dask",
+    "torch",
+    "jax",
+    "docs",
+]
 nox.options.reuse_venv = "yes"
 nox.options.error_on_missing_interpreters = True
 
@@ -94,6 +104,30 @@ def bench(session: nox.Session) -> None:
         "--benchmark-min-rounds=5", f"--benchmark-json={tmp}/pytest-benchmark.json",
     )  # fmt: skip
     session.run("softmax-xp", "bench", "--quick", "--out", tmp, *session.posargs)
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """The docs site: Sphinx with -W (warnings are errors), the gallery run in full, the doctests
+    of the docstrings it publishes, the gallery examples as tests, then the built pages checked
+    offline (sections, internal links) and in headless Chromium (screenshots in
+    docs/_build/screenshots, not committed)."""
+    session.install(*CONSTRAINTS, "-e", ".[docs,test,torch,jax,dask]")
+    for stale in ("docs/_build", "docs/generated", "docs/gallery", "docs/sg_execution_times.rst"):
+        path = Path(stale)
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+    env = {"OMP_NUM_THREADS": "1"}
+    sphinx = ("sphinx-build", "-W", "--keep-going", "-q")
+    session.run(*sphinx, "-b", "html", "docs", "docs/_build/html", env=env)
+    session.run(*sphinx, "-b", "doctest", "docs", "docs/_build/doctest", env={**env, "SOFTMAX_XP_DOCS_GALLERY": "0"})  # fmt: skip
+    session.run(
+        "pytest", "-p", "no:cacheprovider", "tests/test_gallery.py", "tests/test_docs_site.py",
+        env={**env, "SOFTMAX_XP_DOCS_HTML": "docs/_build/html",
+             "SOFTMAX_XP_DOCS_SHOTS": "docs/_build/screenshots"},
+    )  # fmt: skip
 
 
 # -- packaging ---------------------------------------------------------------------------------

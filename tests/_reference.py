@@ -6,7 +6,7 @@
 - everything else: scipy.special.softmax / log_softmax in float64, and central finite
   differences of it.
 
-Inputs and outputs are NumPy float64 arrays; the per-slice Jacobian has the layout of DESIGN.md
+Inputs and outputs are NumPy float64 arrays; the per-slice Jacobian has the layout of docs/design.md
 (batch axes in their original order, then (C, C), the softmax axes flattened in C order).
 """
 

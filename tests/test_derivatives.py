@@ -74,7 +74,7 @@ def test_jacobian_layout_and_values(
 
 
 def test_jacobian_layout_example(lib: Lib) -> None:
-    """DESIGN.md: a (C, N) input with axis=0 gives (N, C, C)."""
+    """docs/design.md: a (C, N) input with axis=0 gives (N, C, C)."""
     x = np.arange(12.0).reshape(3, 4) / 5
     y = lib.call(sx.softmax, lib.asarray(x), axis=0)
     jac = lib.call(sx.softmax_jacobian, y, axis=0)

@@ -5,7 +5,7 @@ for the derivatives) and ``jax.nn.softmax`` / ``jax.nn.log_softmax`` (with ``jax
 / ``jax.jacfwd``) return for the same input, computed here in the same dtype. A cell first checks
 that the two frameworks agree (NaN and infinity positions exactly, values within the dtype's
 tolerance), then that we return the same. Cells with a ``where`` mask compare with JAX only (torch
-has no ``where``; DESIGN.md follows ``jax.nn.softmax``). The derivative kernels get the
+has no ``where``; docs/design.md follows ``jax.nn.softmax``). The derivative kernels get the
 framework's forward output (what a backward pass keeps) and a fixed tangent / cotangent.
 
 The suite runs with warnings as errors, so every cell also checks that no floating-point warning
@@ -287,7 +287,7 @@ def test_forward_cell(lib: Lib, cell: str, fname: str, dtype: str) -> None:
     expected = reference("forward", fname == "log_softmax", x, x, c.axis, c.where, dtype)
     out = lib.call(FORWARD[fname], lib.asarray(x, dtype), axis=c.axis, **_where_arg(lib, c.where))
     assert_close(lib, out, expected, dtype=dtype)
-    if c.where is not None:  # DESIGN.md: masked out -> 0 (log: -inf); all-masked -> never NaN
+    if c.where is not None:  # docs/design.md: masked out -> 0 (log: -inf); all-masked -> never NaN
         got = lib.to_numpy(out)
         masked = ~np.broadcast_to(c.where, x.shape)
         assert np.all(got[masked] == (-inf if fname == "log_softmax" else 0.0))

@@ -1,10 +1,12 @@
-"""Regression tests from the worked examples the project started from (../shared/seeds/).
+"""Regression tests from two published worked examples (docs/design.md, "Tests").
 
-- 002 (neuralthreads, "Softmax function and its Jacobian"): x = [0.25, -1, 2.3, -0.2, 1], its
-  softmax and 5x5 Jacobian printed to 8 decimals.
-- 003 (CMU 11-785 notes on Softmax): the 2x3 batch Z = [[1, 2, 3], [2, 2, 1]], A rounded to two
-  decimals, J(1) computed from the rounded A, and dLdZ from the seed's own double-loop backward.
-The expected figures are the seeds' printed numbers, so the tolerances are their printed precision.
+- 002: neuralthreads, "Softmax function and its Jacobian" (chapter 3.7): x = [0.25, -1, 2.3,
+  -0.2, 1], its softmax and 5x5 Jacobian printed to 8 decimals.
+- 003: the CMU 11-785 notes on the softmax class: the 2x3 batch Z = [[1, 2, 3], [2, 2, 1]], A
+  rounded to two decimals, J(1) computed from the rounded A, and dLdZ from the notes' own
+  double-loop backward.
+The expected figures are the printed numbers of those examples, so the tolerances are their
+printed precision.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from _support import Lib, assert_close
 
 import softmax_xp as sx
 
-# seed 002, printed output of softmax(x) and softmax_dash(x)
+# example 002 (neuralthreads), printed output of softmax(x) and softmax_dash(x)
 X_002 = np.array([0.25, -1.0, 2.3, -0.2, 1.0])
 Y_002 = np.array([0.08468093, 0.02426149, 0.6577931, 0.05399495, 0.17926953])
 J_002 = np.array(
@@ -27,7 +29,7 @@ J_002 = np.array(
     ]
 )
 
-# seed 003
+# example 003 (CMU 11-785)
 Z_003 = np.array([[1.0, 2.0, 3.0], [2.0, 2.0, 1.0]])
 A_003 = np.array([[0.09, 0.24, 0.67], [0.42, 0.42, 0.16]])  # printed to 2 decimals
 J1_003 = np.array(  # from the rounded A(1), as printed
@@ -40,7 +42,7 @@ DLDA_003 = np.array([[0.1, -0.2, 0.1], [-0.1, 0.3, -0.2]])
 
 
 def _seed_003_backward(a: np.ndarray, dlda: np.ndarray) -> np.ndarray:
-    """The seed's own backward: an explicit Jacobian per row, filled by a double loop."""
+    """The notes' own backward: an explicit Jacobian per row, filled by a double loop."""
     n, c = dlda.shape
     dldz = np.zeros_like(dlda)
     for i in range(n):
@@ -56,7 +58,7 @@ def test_seed_002_softmax_and_jacobian(lib: Lib) -> None:
     y = lib.call(sx.softmax, lib.asarray(X_002))
     assert_close(lib, y, Y_002, dtype="float64", rtol=0, atol=5e-9)
     assert_close(lib, lib.call(sx.softmax_jacobian, y), J_002, dtype="float64", rtol=0, atol=5e-9)
-    # seed 002's column-vector form: softmax over axis 0 of a (5, 1) array, J of shape (1, 5, 5)
+    # example 002's column-vector form: softmax over axis 0 of a (5, 1) array, J of shape (1, 5, 5)
     y_col = lib.call(sx.softmax, lib.asarray(X_002[:, None]), axis=0)
     assert_close(
         lib,
@@ -71,7 +73,7 @@ def test_seed_002_softmax_and_jacobian(lib: Lib) -> None:
 def test_seed_003_batch(lib: Lib) -> None:
     a = lib.call(sx.softmax, lib.asarray(Z_003))
     assert_close(lib, a, A_003, dtype="float64", rtol=0, atol=0.005)
-    # The seed's J(1), J(2) were computed from A rounded to 2 decimals: compare ours on that A,
+    # The notes' J(1), J(2) were computed from A rounded to 2 decimals: compare ours on that A,
     # and ours on the exact A to the rounding error it implies (|dJ| <= 2 * 0.005).
     jac_rounded = lib.call(sx.softmax_jacobian, lib.asarray(A_003))
     assert_close(lib, jac_rounded, np.stack([J1_003, J2_003]), dtype="float64", rtol=0, atol=5e-5)

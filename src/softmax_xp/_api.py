@@ -2,7 +2,7 @@
 forward functions, or to the backend kernels (layer 3, falling back to the generic layer 2).
 
 Every function returns an array of the input's namespace, on the input's device, with the output
-dtype of DESIGN.md (input dtype; integers and bools promoted to the default real floating dtype).
+dtype of docs/design.md (input dtype; integers and bools promoted to the default real floating dtype).
 """
 
 from __future__ import annotations

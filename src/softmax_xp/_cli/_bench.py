@@ -11,7 +11,7 @@ time) and as a multiple of the time a plain copy of the same bytes takes *in the
 
 Peers: ``scipy.special.softmax`` / ``log_softmax``, ``torch.softmax``, torch autograd backward,
 ``jax.nn.softmax`` under ``jit``, the backward of ``jax.vjp``, ``torch.func.jacrev`` /
-``jax.jacrev`` / ``jax.jacfwd`` (vmapped over rows), and the seeds' double-loop Jacobian on a small
+``jax.jacrev`` / ``jax.jacfwd`` (vmapped over rows), and a textbook double-loop Jacobian on a small
 shape. Every call returns a fresh output, as the peers do. Timings: a warm-up, then ``--repeats``
 samples; median with p20 / p80. CUDA timings use CUDA events after a synchronisation.
 """
@@ -46,7 +46,7 @@ FULL_SHAPES: list[tuple[int, ...]] = [(4096, 1024), (1024, 32768), (64, 262144),
 QUICK_SHAPES: list[tuple[int, ...]] = [(256, 256), (64, 4096), (4096, 16)]
 FULL_JAC = [(64, 512)]
 QUICK_JAC = [(16, 128)]
-SEED_JAC = (8, 32)  # the seeds' Python double loop: small on purpose
+SEED_JAC = (8, 32)  # a textbook Python double loop: small on purpose
 
 
 @dataclass
