@@ -140,14 +140,15 @@ def targets(rows: list[dict[str, Any]], memory: list[dict[str, Any]]) -> Iterato
                     kernel="softmax_jacobian",
                     impl="fresh write",
                 )
-                seed = _ms(
-                    rows,
-                    backend=backend,
-                    dtype=dt,
-                    shape=s,
-                    kernel="softmax_jacobian",
-                    impl="seeds double loop",
-                )
+                seed = next(
+                    (
+                        m
+                        for label in ("textbook double loop", *LABELS)  # older results' label
+                        if (m := _ms(rows, backend=backend, dtype=dt, shape=s,
+                                     kernel="softmax_jacobian", impl=label))
+                    ),
+                    None,
+                )  # fmt: skip
                 if seed:
                     v = seed / r["median_ms"]
                     yield line(

@@ -30,7 +30,7 @@ if os.environ.get("SOFTMAX_XP_BENCH_FULL"):
 else:
     SHAPES = [(512, 2048), (16384, 16)]
     JAC_SHAPES = [(32, 256)]
-JAC_SHAPES.append(_bench.SEED_JAC)
+JAC_SHAPES.append(_bench.TEXTBOOK_JAC)
 
 
 @functools.cache
@@ -52,7 +52,7 @@ def _params() -> list[Any]:
             for dtype in DTYPES:
                 for shape in shapes:
                     for name in names:
-                        if "seeds" in name and shape != _bench.SEED_JAC:
+                        if "textbook" in name and shape != _bench.TEXTBOOK_JAC:
                             continue
                         sid = "x".join(map(str, shape))
                         out.append(

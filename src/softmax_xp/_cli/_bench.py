@@ -46,7 +46,7 @@ FULL_SHAPES: list[tuple[int, ...]] = [(4096, 1024), (1024, 32768), (64, 262144),
 QUICK_SHAPES: list[tuple[int, ...]] = [(256, 256), (64, 4096), (4096, 16)]
 FULL_JAC = [(64, 512)]
 QUICK_JAC = [(16, 128)]
-SEED_JAC = (8, 32)  # a textbook Python double loop: small on purpose
+TEXTBOOK_JAC = (8, 32)  # a textbook Python double loop: small on purpose
 
 
 @dataclass
@@ -156,7 +156,7 @@ class Case:
     nbytes: int
 
 
-def _seed_jacobian_vjp(a: np.ndarray, g: np.ndarray) -> np.ndarray:
+def _textbook_jacobian_vjp(a: np.ndarray, g: np.ndarray) -> np.ndarray:
     """The backward of the CMU 11-785 notes on the softmax class: a Python double loop per row's Jacobian."""
     n, c = g.shape
     out = np.zeros_like(g)
@@ -169,7 +169,7 @@ def _seed_jacobian_vjp(a: np.ndarray, g: np.ndarray) -> np.ndarray:
     return out
 
 
-def _seed_jacobian(a: np.ndarray) -> np.ndarray:
+def _textbook_jacobian(a: np.ndarray) -> np.ndarray:
     n, c = a.shape
     out = np.empty((n, c, c), dtype=a.dtype)
     for i in range(n):
@@ -204,9 +204,15 @@ def _numpy_cases(shape: tuple[int, ...], dtype: str, jac: bool) -> list[Case]:
             ),
             Case("softmax_jacobian", "fresh write", "copy", fresh_write, nj),
         ]
-        if shape == SEED_JAC:
+        if shape == TEXTBOOK_JAC:
             cases.append(
-                Case("softmax_jacobian", "seeds double loop", "peer", lambda: _seed_jacobian(y), nj)
+                Case(
+                    "softmax_jacobian",
+                    "textbook double loop",
+                    "peer",
+                    lambda: _textbook_jacobian(y),
+                    nj,
+                )
             )
         return cases
     g = rng.standard_normal(shape).astype(dtype)
@@ -735,7 +741,7 @@ def main(argv: list[str]) -> int:
         shapes = [tuple(int(s) for s in v.split("x")) for v in listed(args.shape, [])]
     else:
         shapes = QUICK_SHAPES if args.quick else FULL_SHAPES
-    jac_shapes = [*(QUICK_JAC if args.quick else FULL_JAC), SEED_JAC]
+    jac_shapes = [*(QUICK_JAC if args.quick else FULL_JAC), TEXTBOOK_JAC]
 
     load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
     plan: list[tuple[str, str, str, tuple[int, ...], bool]] = []
@@ -757,7 +763,7 @@ def main(argv: list[str]) -> int:
     total = 0
     for b, _d, dt, s, j in plan:
         with _context(b, dt):
-            total += len(_build(b, s if s == SEED_JAC else (2, 8), dt, j, "cpu"))
+            total += len(_build(b, s if s == TEXTBOOK_JAC else (2, 8), dt, j, "cpu"))
     progress = Progress(total, args.progress or sys.stderr.isatty())
     rows: list[Row] = []
     for b, d, dt, s, j in plan:

@@ -41,7 +41,7 @@ J2_003 = np.array(
 DLDA_003 = np.array([[0.1, -0.2, 0.1], [-0.1, 0.3, -0.2]])
 
 
-def _seed_003_backward(a: np.ndarray, dlda: np.ndarray) -> np.ndarray:
+def _cmu_batch_backward(a: np.ndarray, dlda: np.ndarray) -> np.ndarray:
     """The notes' own backward: an explicit Jacobian per row, filled by a double loop."""
     n, c = dlda.shape
     dldz = np.zeros_like(dlda)
@@ -54,7 +54,7 @@ def _seed_003_backward(a: np.ndarray, dlda: np.ndarray) -> np.ndarray:
     return dldz
 
 
-def test_seed_002_softmax_and_jacobian(lib: Lib) -> None:
+def test_neuralthreads_softmax_and_jacobian(lib: Lib) -> None:
     y = lib.call(sx.softmax, lib.asarray(X_002))
     assert_close(lib, y, Y_002, dtype="float64", rtol=0, atol=5e-9)
     assert_close(lib, lib.call(sx.softmax_jacobian, y), J_002, dtype="float64", rtol=0, atol=5e-9)
@@ -70,7 +70,7 @@ def test_seed_002_softmax_and_jacobian(lib: Lib) -> None:
     )
 
 
-def test_seed_003_batch(lib: Lib) -> None:
+def test_cmu_batch(lib: Lib) -> None:
     a = lib.call(sx.softmax, lib.asarray(Z_003))
     assert_close(lib, a, A_003, dtype="float64", rtol=0, atol=0.005)
     # The notes' J(1), J(2) were computed from A rounded to 2 decimals: compare ours on that A,
@@ -89,7 +89,7 @@ def test_seed_003_batch(lib: Lib) -> None:
     assert_close(
         lib,
         dldz,
-        _seed_003_backward(lib.to_numpy(a), DLDA_003),
+        _cmu_batch_backward(lib.to_numpy(a), DLDA_003),
         dtype="float64",
         rtol=1e-12,
         atol=1e-15,
