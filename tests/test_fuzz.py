@@ -33,6 +33,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import softmax_xp as sx
+from softmax_xp._testing import fd_jacobian
 
 Axis = int | tuple[int, ...] | None
 
@@ -258,26 +259,13 @@ def test_derivatives_match_dense_jacobian(lib: Lib, data: st.DataObject) -> None
 
 
 # -- the dense Jacobian against finite differences ------------------------------------------------
-def _fd_jacobian(
-    x: np.ndarray, mask: np.ndarray, axis: Axis, *, log: bool, h: float = 1e-6
-) -> np.ndarray:
-    rows, mrows = _rows(x, axis), _rows(mask, axis)
-    c = rows.shape[-1]
-    jac = np.zeros((*rows.shape, c))
+def _fd_jacobian(x: np.ndarray, mask: np.ndarray, axis: Axis, *, log: bool) -> np.ndarray:
+    """Central differences of SciPy's forward (a -inf output does not move: derivative 0)."""
 
     def flat(r: np.ndarray) -> np.ndarray:
         return _rows(scipy_forward(_unrows(r, x.shape, axis), mask, axis, log=log), axis)
 
-    for j in range(c):
-        step = np.zeros(c)
-        step[j] = h
-        with np.errstate(invalid="ignore"):  # -inf - -inf where an output is -inf
-            d = (flat(rows + step) - flat(rows - step)) / (2 * h)
-        # a -inf output does not move: its derivative is 0 (NaN from -inf - -inf above)
-        still = np.isneginf(flat(rows))
-        jac[..., :, j] = np.where(still, 0.0, d)
-    mm = mrows[..., :, None] & mrows[..., None, :]
-    return np.where(mm, jac, 0.0) if not log else jac
+    return fd_jacobian(flat, _rows(x, axis), None if log else _rows(mask, axis))
 
 
 @_settings()

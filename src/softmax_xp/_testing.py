@@ -70,19 +70,21 @@ def fd_jacobian(
 ) -> NDArray:
     """``J[..., i, j] = d fn(rows)[..., i] / d rows[..., j]`` by central differences, float64.
 
-    ``fn`` maps rows (the softmax axis last) to rows. Non-finite differences (``-inf - -inf`` at
-    masked entries of log_softmax) count as 0; with ``mask``, masked-out outputs and inputs have
-    zero derivative.
+    ``fn`` maps rows (the softmax axis last) to rows. An output that is ``-inf`` at ``rows`` does
+    not move (a masked entry of log_softmax): its derivative is 0, not the NaN of ``-inf - -inf``;
+    any other NaN stays. With ``mask``, masked-out outputs and inputs have zero derivative.
     """
     rows = np.asarray(rows, dtype=np.float64)
     c = rows.shape[-1]
     jac = np.zeros((*rows.shape, c))
+    with np.errstate(invalid="ignore"):
+        still = np.isneginf(fn(rows))
     for j in range(c):
         step = np.zeros(c)
         step[j] = h
         with np.errstate(invalid="ignore"):
             d = (fn(rows + step) - fn(rows - step)) / (2 * h)
-        jac[..., :, j] = np.where(np.isfinite(d), d, 0.0)
+        jac[..., :, j] = np.where(still, 0.0, d)
     if mask is not None:
         jac = jac * mask[..., :, None] * mask[..., None, :]
     return jac
