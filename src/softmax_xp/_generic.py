@@ -260,3 +260,300 @@ def log_softmax_jacobian(l: Array, /, *, axis: tuple[int, ...], xp: Namespace) -
     c = p.shape[-1]
     eye = xp.eye(c, dtype=p.dtype, device=_device(p))
     return eye - expand_dims(p, -2, xp)
+
+
+# -- logsumexp and the softmax cross-entropies -----------------------------------------------------
+# These kernels keep what a backward pass needs beyond their inputs in one number per slice, the
+# log-sum-exp ``lse`` (keepdims shape), never a second array of the input's shape: their
+# derivative kernels take the inputs and ``lse``.
+
+
+def _lse(x: Array, axis: tuple[int, ...], where: Array | None, xp: Namespace) -> Array:
+    """``log(sum(exp(x)))`` over each slice (keepdims), masked-out entries left out.
+
+    SciPy's and JAX's values: a slice holding ``+inf`` (and no NaN) gives ``+inf``, one holding
+    NaN gives NaN, one of only ``-inf`` (or all masked, or empty) gives ``-inf``. The shift is the
+    slice maximum where that is finite, else 0, so no ``inf - inf`` is evaluated.
+    """
+    zero = _const(xp, x, 0.0)
+    xm = x if where is None else xp.where(where, x, _const(xp, x, -math.inf))
+    if _empty_slices(x, axis):
+        shape = tuple(1 if a in axis else s for a, s in enumerate(x.shape))
+        return xp.full(shape, -math.inf, dtype=x.dtype, device=_device(x))
+    m = xp.max(xm, axis=axis, keepdims=True)
+    m = xp.where(xp.isfinite(m), m, zero)
+    return xp.log(xp.sum(xp.exp(_shift(xm, m, xp)), axis=axis, keepdims=True)) + m
+
+
+def _probs(x: Array, lse: Array, where: Array | None, xp: Namespace) -> Array:
+    """``exp(x - lse)``, the softmax, from the slice's lse; 0 at masked-out entries and in a
+    slice whose lse is ``-inf`` (only ``-inf`` logits or all masked), NaN where lse is not
+    finite otherwise."""
+    neg = xp.logical_and(xp.isinf(lse), lse < _const(xp, lse, 0.0))
+    p = xp.exp(x - xp.where(xp.isfinite(lse), lse, _const(xp, lse, 0.0)))
+    p = xp.where(neg, _const(xp, p, 0.0), xp.where(_isposinf_or_nan(lse, xp), lse - lse, p))
+    return p if where is None else xp.where(where, p, _const(xp, p, 0.0))
+
+
+def _isposinf_or_nan(a: Array, xp: Namespace) -> Array:
+    return xp.logical_or(xp.isnan(a), xp.logical_and(xp.isinf(a), a > _const(xp, a, 0.0)))
+
+
+@_quiet
+def logsumexp(
+    x: Array, /, *, axis: tuple[int, ...], where: Array | None = None, xp: Namespace
+) -> Array:
+    """``log(sum(exp(x)))`` over the slices along ``axis`` (keepdims), computed stably."""
+    return _lse(x, axis, where, xp)
+
+
+@_quiet
+def logsumexp_jvp(
+    x: Array,
+    lse: Array,
+    v: Array,
+    /,
+    *,
+    axis: tuple[int, ...],
+    where: Array | None = None,
+    xp: Namespace,
+) -> Array:
+    """``<softmax(x), v>`` per slice (keepdims), from ``x`` and the slice's ``lse``."""
+    p = _probs(x, lse, where, xp)
+    if where is not None:
+        v = xp.where(where, v, _const(xp, v, 0.0))
+    return xp.sum(p * v, axis=axis, keepdims=True)
+
+
+@_quiet
+def logsumexp_vjp(
+    x: Array,
+    lse: Array,
+    g: Array,
+    /,
+    *,
+    axis: tuple[int, ...],
+    where: Array | None = None,
+    xp: Namespace,
+) -> Array:
+    """``g * softmax(x)``, the input's shape, from ``x``, the slice's ``lse`` and ``g`` (keepdims)."""
+    return g * _probs(x, lse, where, xp)
+
+
+def _count(x: Array, axis: tuple[int, ...], where: Array | None, xp: Namespace) -> Array:
+    """The number of unmasked entries of each slice (keepdims), in ``x``'s dtype."""
+    if where is None:
+        c = math.prod(x.shape[a] for a in axis)
+        shape = tuple(1 if a in axis else s for a, s in enumerate(x.shape))
+        return xp.full(shape, float(c), dtype=x.dtype, device=_device(x))
+    return xp.sum(xp.astype(where, x.dtype), axis=axis, keepdims=True)
+
+
+def _smoothed(
+    t: Array, axis: tuple[int, ...], where: Array | None, eps: float, xp: Namespace
+) -> Array:
+    """Targets ``(1 - eps) t + eps / K`` over the ``K`` unmasked classes of each slice; 0 where
+    masked out."""
+    zero = _const(xp, t, 0.0)
+    if eps:
+        k = _count(t, axis, where, xp)
+        k = xp.where(k == zero, _const(xp, k, 1.0), k)
+        t = _const(xp, t, 1.0 - eps) * t + _const(xp, t, eps) / k
+    return t if where is None else xp.where(where, t, zero)
+
+
+def _gap(x: Array, lse: Array, xp: Namespace) -> Array:
+    """``lse - x``: each class's ``-log_softmax``; NaN throughout a slice whose maximum is not
+    finite (a ``+inf`` or NaN logit) or whose lse is ``-inf`` (only ``-inf`` logits)."""
+    nan = _const(xp, lse, math.nan)
+    bad = xp.isinf(lse)  # +inf: a +inf logit; -inf: only -inf logits (NaN lse stays NaN)
+    return xp.where(bad, nan, lse) - x
+
+
+def _soft_terms(t: Array, x: Array, lse: Array, where: Array | None, xp: Namespace) -> Array:
+    """``t * (lse - x)`` with a zero target contributing 0 (whatever its logit, ``-inf`` too),
+    masked-out entries 0; a slice with no unmasked entry contributes nothing."""
+    zero = _const(xp, x, 0.0)
+    terms = xp.where(t == zero, zero, t * _gap(x, lse, xp))
+    return terms if where is None else xp.where(where, terms, zero)
+
+
+@_quiet
+def softmax_cross_entropy(
+    x: Array,
+    targets: Array,
+    /,
+    *,
+    axis: tuple[int, ...],
+    where: Array | None = None,
+    label_smoothing: float = 0.0,
+    xp: Namespace,
+) -> tuple[Array, Array]:
+    """``(sum(t * (lse - x)), lse)`` per slice (keepdims), ``t`` the smoothed targets."""
+    lse = _lse(x, axis, where, xp)
+    t = _smoothed(targets, axis, where, label_smoothing, xp)
+    loss = xp.sum(_soft_terms(t, x, lse, where, xp), axis=axis, keepdims=True)
+    return loss, lse
+
+
+@_quiet
+def softmax_cross_entropy_jvp(
+    x: Array,
+    targets: Array,
+    lse: Array,
+    v: Array,
+    u: Array,
+    /,
+    *,
+    axis: tuple[int, ...],
+    where: Array | None = None,
+    label_smoothing: float = 0.0,
+    xp: Namespace,
+) -> tuple[Array, Array]:
+    """The tangents of ``(loss, lse)`` for tangents ``v`` of ``x`` and ``u`` of the targets:
+    ``<S p - t, v> + (1 - eps) <lse - x, u>`` and ``<p, v>``, ``p`` the softmax, ``t`` the smoothed
+    targets and ``S`` their sum over the slice."""
+    zero = _const(xp, x, 0.0)
+    p = _probs(x, lse, where, xp)
+    t = _smoothed(targets, axis, where, label_smoothing, xp)
+    if where is not None:
+        v = xp.where(where, v, zero)
+        u = xp.where(where, u, zero)
+    s = xp.sum(t, axis=axis, keepdims=True)
+    dlse = xp.sum(p * v, axis=axis, keepdims=True)
+    dloss = s * dlse - xp.sum(t * v, axis=axis, keepdims=True)
+    gap = xp.where(u == zero, zero, u * _gap(x, lse, xp))  # a zero tangent moves nothing
+    dloss = dloss + _const(xp, x, 1.0 - label_smoothing) * xp.sum(gap, axis=axis, keepdims=True)
+    return dloss, dlse
+
+
+@_quiet
+def softmax_cross_entropy_vjp(
+    x: Array,
+    targets: Array,
+    lse: Array,
+    g: Array,
+    h: Array,
+    /,
+    *,
+    axis: tuple[int, ...],
+    where: Array | None = None,
+    label_smoothing: float = 0.0,
+    xp: Namespace,
+) -> tuple[Array, Array]:
+    """The cotangents of ``x`` and the targets for cotangents ``g`` of the loss and ``h`` of the
+    lse (keepdims): ``(g S + h) p - g t`` and ``g (1 - eps) (lse - x)``."""
+    zero = _const(xp, x, 0.0)
+    p = _probs(x, lse, where, xp)
+    t = _smoothed(targets, axis, where, label_smoothing, xp)
+    s = xp.sum(t, axis=axis, keepdims=True)
+    dx = (g * s + h) * p - g * t
+    dt = g * _const(xp, x, 1.0 - label_smoothing) * _gap(x, lse, xp)
+    if where is not None:
+        dx = xp.where(where, dx, zero)
+        dt = xp.where(where, dt, zero)
+    return dx, dt
+
+
+def _label_targets(
+    x: Array,
+    labels: Array,
+    axis: tuple[int, ...],
+    where: Array | None,
+    eps: float,
+    ignore_index: int | None,
+    xp: Namespace,
+) -> tuple[Array, Array, Array]:
+    """The smoothed one-hot targets of ``labels`` (keepdims; a label is the flat, C-order index
+    into the slice over ``axis``), 0 throughout a slice whose label does not count; whether
+    each slice's label is out of range (and not ``ignore_index``: its loss is NaN); whether it
+    names a masked-out class (its log-probability is ``-inf``: its loss is ``+inf``)."""
+    c = math.prod(x.shape[a] for a in axis)
+    index = xp.reshape(
+        xp.arange(c, dtype=labels.dtype, device=_device(x)),
+        tuple(s if a in axis else 1 for a, s in enumerate(x.shape)),
+    )
+    valid = xp.logical_and(labels >= 0, labels < c)
+    if ignore_index is not None:
+        valid = xp.logical_and(valid, labels != ignore_index)
+    hot = index == labels
+    t = _smoothed(xp.astype(hot, x.dtype), axis, where, eps, xp)
+    t = xp.where(valid, t, _const(xp, t, 0.0))
+    bad = xp.logical_not(valid)
+    if ignore_index is not None:
+        bad = xp.logical_and(bad, labels != ignore_index)
+    on_masked = xp.zeros_like(bad)
+    if where is not None:
+        on_masked = xp.any(xp.logical_and(hot, xp.logical_not(where)), axis=axis, keepdims=True)
+        on_masked = xp.logical_and(on_masked, valid)
+    return t, bad, on_masked
+
+
+@_quiet
+def softmax_cross_entropy_with_integer_labels(
+    x: Array,
+    labels: Array,
+    /,
+    *,
+    axis: tuple[int, ...],
+    where: Array | None = None,
+    label_smoothing: float = 0.0,
+    ignore_index: int | None = None,
+    xp: Namespace,
+) -> tuple[Array, Array]:
+    """``(lse - x[label], lse)`` per slice (keepdims; with the label smoothed); 0 for an ignored
+    label, NaN for one out of range, ``+inf`` for one on a masked-out class. ``labels`` is an
+    integer array of the keepdims shape."""
+    lse = _lse(x, axis, where, xp)
+    t, bad, on_masked = _label_targets(x, labels, axis, where, label_smoothing, ignore_index, xp)
+    loss = xp.sum(_soft_terms(t, x, lse, where, xp), axis=axis, keepdims=True)
+    loss = xp.where(on_masked, _const(xp, loss, math.inf), loss)
+    return xp.where(bad, _const(xp, loss, math.nan), loss), lse
+
+
+@_quiet
+def softmax_cross_entropy_with_integer_labels_jvp(
+    x: Array,
+    labels: Array,
+    lse: Array,
+    v: Array,
+    /,
+    *,
+    axis: tuple[int, ...],
+    where: Array | None = None,
+    label_smoothing: float = 0.0,
+    ignore_index: int | None = None,
+    xp: Namespace,
+) -> tuple[Array, Array]:
+    """The tangents of ``(loss, lse)`` for a tangent ``v`` of ``x``: ``<S p - t, v>``, ``<p, v>``."""
+    p = _probs(x, lse, where, xp)
+    t, _, _ = _label_targets(x, labels, axis, where, label_smoothing, ignore_index, xp)
+    if where is not None:
+        v = xp.where(where, v, _const(xp, v, 0.0))
+    s = xp.sum(t, axis=axis, keepdims=True)
+    dlse = xp.sum(p * v, axis=axis, keepdims=True)
+    return s * dlse - xp.sum(t * v, axis=axis, keepdims=True), dlse
+
+
+@_quiet
+def softmax_cross_entropy_with_integer_labels_vjp(
+    x: Array,
+    labels: Array,
+    lse: Array,
+    g: Array,
+    h: Array,
+    /,
+    *,
+    axis: tuple[int, ...],
+    where: Array | None = None,
+    label_smoothing: float = 0.0,
+    ignore_index: int | None = None,
+    xp: Namespace,
+) -> Array:
+    """The cotangent of ``x`` for cotangents ``g`` of the loss and ``h`` of the lse:
+    ``(g S + h) p - g t``."""
+    p = _probs(x, lse, where, xp)
+    t, _, _ = _label_targets(x, labels, axis, where, label_smoothing, ignore_index, xp)
+    s = xp.sum(t, axis=axis, keepdims=True)
+    dx = (g * s + h) * p - g * t
+    return dx if where is None else xp.where(where, dx, _const(xp, dx, 0.0))

@@ -14,9 +14,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["FORWARD", "KERNELS", "NAMES", "Kernel", "derivatives_of"]
+__all__ = ["FORWARD", "KERNELS", "NAMES", "OF_OUTPUT", "Kernel", "derivatives_of"]
 
 Output = Literal["same", "reduced", "jacobian"]
+Saves = Literal["output", "lse"]
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,17 @@ class Kernel:
         ``vjp(out, cotangent)`` (with the forward's mask where they take one).
     jacobian : str or None
         For a forward kernel: its dense Jacobian kernel, called on the forward's output.
+    saves : {"output", "lse"}
+        What a backward pass keeps, and so what the derivative kernels take. ``output``: the
+        forward's output (softmax, log_softmax; ``jvp(out, tangent)``). ``lse``: the forward's
+        inputs, which the caller holds anyway, and the log-sum-exp of each slice, one number per
+        slice (logsumexp and the cross-entropies: ``jvp(*inputs, lse, *tangents)``); such a
+        forward kernel returns ``(out, lse)`` unless its output is the lse itself.
+    options : tuple of str
+        Keyword arguments beyond ``axis``, ``where`` and ``xp`` (static, not arrays).
+    public : bool
+        Whether the kernel is a public function of the package (the cross-entropies' derivative
+        kernels are reached through autodiff only).
     """
 
     name: str
@@ -51,6 +63,9 @@ class Kernel:
     jvp: str | None = None
     vjp: str | None = None
     jacobian: str | None = None
+    saves: Saves = "output"
+    options: tuple[str, ...] = ()
+    public: bool = True
 
     @property
     def forward(self) -> bool:
@@ -69,14 +84,41 @@ _TABLE = (
     Kernel("log_softmax_vjp", ("l", "g"), where=True, of="log_softmax"),
     Kernel("softmax_jacobian", ("y",), where=False, output="jacobian", of="softmax"),
     Kernel("log_softmax_jacobian", ("l",), where=False, output="jacobian", of="log_softmax"),
+    Kernel("logsumexp", ("x",), where=True, output="reduced", jvp="logsumexp_jvp",
+           vjp="logsumexp_vjp", saves="lse"),
+    Kernel("logsumexp_jvp", ("x", "lse", "v"), where=True, output="reduced", of="logsumexp",
+           saves="lse"),
+    Kernel("logsumexp_vjp", ("x", "lse", "g"), where=True, of="logsumexp", saves="lse"),
+    Kernel("softmax_cross_entropy", ("x", "targets"), where=True, output="reduced",
+           jvp="softmax_cross_entropy_jvp", vjp="softmax_cross_entropy_vjp", saves="lse",
+           options=("label_smoothing",)),
+    Kernel("softmax_cross_entropy_jvp", ("x", "targets", "lse", "v", "u"), where=True,
+           output="reduced", of="softmax_cross_entropy", saves="lse",
+           options=("label_smoothing",), public=False),
+    Kernel("softmax_cross_entropy_vjp", ("x", "targets", "lse", "g", "h"), where=True,
+           of="softmax_cross_entropy", saves="lse", options=("label_smoothing",), public=False),
+    Kernel("softmax_cross_entropy_with_integer_labels", ("x", "labels"), where=True,
+           output="reduced", jvp="softmax_cross_entropy_with_integer_labels_jvp",
+           vjp="softmax_cross_entropy_with_integer_labels_vjp", saves="lse",
+           options=("label_smoothing", "ignore_index")),
+    Kernel("softmax_cross_entropy_with_integer_labels_jvp", ("x", "labels", "lse", "v"),
+           where=True, output="reduced", of="softmax_cross_entropy_with_integer_labels",
+           saves="lse", options=("label_smoothing", "ignore_index"), public=False),
+    Kernel("softmax_cross_entropy_with_integer_labels_vjp", ("x", "labels", "lse", "g", "h"),
+           where=True, of="softmax_cross_entropy_with_integer_labels", saves="lse",
+           options=("label_smoothing", "ignore_index"), public=False),
 )  # fmt: skip
 
 #: Every kernel by name.
 KERNELS: dict[str, Kernel] = {k.name: k for k in _TABLE}
-#: The kernel names, sorted (the public functions' ``__all__``).
-NAMES: tuple[str, ...] = tuple(sorted(KERNELS))
+#: The public kernels' names, sorted (the public functions' ``__all__``).
+NAMES: tuple[str, ...] = tuple(sorted(k.name for k in _TABLE if k.public))
 #: The forward kernels (those differentiated through the package's own derivative kernels).
 FORWARD: tuple[str, ...] = tuple(k.name for k in _TABLE if k.forward)
+#: The kernels whose derivatives take the forward's output: softmax, log_softmax and theirs.
+OF_OUTPUT: tuple[str, ...] = tuple(
+    k.name for k in _TABLE if (k if k.forward else KERNELS[k.of or ""]).saves == "output"
+)
 
 
 def derivatives_of(name: str) -> tuple[Kernel, ...]:
