@@ -367,3 +367,301 @@ def log_softmax_jacobian(l: Array, /, *, axis: Axis = -1, xp: Namespace | None =
 
     check_dense_budget("log_softmax_jacobian", p, tuple(l.shape))
     return _v.restore_dtype(p, _call("log_softmax_jacobian", *p.arrays, axis=p.axis, xp=p.xp))
+
+
+# -- logsumexp and the softmax cross-entropies -----------------------------------------------------
+def _squeeze(xp: Namespace, a: Array, axis: tuple[int, ...]) -> Array:
+    """A keepdims per-slice result in the batch shape."""
+    return xp.squeeze(a, axis=axis) if axis else a
+
+
+def logsumexp(
+    x: Array,
+    /,
+    *,
+    axis: Axis = -1,
+    where: Array | None = None,
+    b: Array | None = None,
+    keepdims: bool = False,
+    return_sign: bool = False,
+    dtype: Any = None,
+    xp: Namespace | None = None,
+) -> Array | tuple[Array, Array]:
+    """Log of the sum of exponentials of `x` over `axis`, ``log(sum(b * exp(x)))``, computed stably.
+
+    ``log_softmax(x)`` is ``x - logsumexp(x, keepdims=True)``.
+
+    Parameters
+    ----------
+    x : array
+        Input. Integer and bool input is promoted to the default real floating dtype.
+    axis : int, tuple of ints or None, optional
+        The axis (or axes, taken jointly) to reduce. ``None`` means all axes. Default: ``-1``.
+    where : boolean array, optional
+        Broadcastable to `x`. Only entries where it is True take part; a slice with none gives
+        ``-inf``.
+    b : array, optional
+        Weights broadcastable to `x` (``scipy.special.logsumexp``'s and ``jax.nn.logsumexp``'s
+        `b`). An entry whose weight is 0 takes no part, whatever its `x` (``inf`` too). With
+        negative weights the sum can be negative: its log is NaN unless `return_sign`.
+    keepdims : bool, optional
+        Keep the reduced axes, with size 1. Default: False.
+    return_sign : bool, optional
+        Also return the sign of the sum (1, -1, or 0 for a zero sum, NaN for a NaN one), and
+        take the log of its absolute value. Default: False.
+    dtype : dtype, optional
+        Cast `x` to this real floating dtype before computing.
+    xp : array namespace, optional
+        The namespace of `x`; found with array-api-compat when not given.
+
+    Returns
+    -------
+    array or (array, array)
+        The batch shape of `x` (`keepdims`: with the reduced axes kept); with `return_sign`,
+        the pair ``(log(abs(sum)), sign)``. A slice holding ``+inf`` (and no NaN) gives
+        ``+inf``, one holding NaN gives NaN, one of only ``-inf`` gives ``-inf``, as in SciPy
+        and JAX. Without `b` it is differentiated (torch autograd, ``torch.func``, JAX) through
+        :func:`logsumexp_jvp` / :func:`logsumexp_vjp`, keeping only `x` and the result.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import softmax_xp as sx
+    >>> sx.logsumexp(np.array([1.0, 2.0, 3.0]))
+    array(3.40760596)
+    >>> sx.logsumexp(np.array([[0.0, 0.0], [1.0, -np.inf]]), keepdims=True)
+    array([[0.69314718],
+           [1.        ]])
+    >>> sx.logsumexp(np.array([1.0, 2.0]), b=np.array([1.0, -1.0]), return_sign=True)
+    (array(1.54132485), array(-1.))
+    """
+    func = "logsumexp"
+    if not isinstance(keepdims, bool):
+        raise TypeError(f"{func}: argument `keepdims` must be a bool, got {keepdims!r}")
+    if not isinstance(return_sign, bool):
+        raise TypeError(f"{func}: argument `return_sign` must be a bool, got {return_sign!r}")
+    p = _v.prepare_forward(func, x, axis, where, dtype, xp)
+    xp = p.xp
+    if b is None and not return_sign:
+        out = _forward(func, p.arrays[0], axis=p.axis, where=p.where, xp=xp)
+        out = out if keepdims else _squeeze(xp, out, p.axis)
+        return _v.restore_dtype(p, out)
+    weights = None if b is None else _v.prepare_weights(func, p, b)
+    lse, sign = _call("logsumexp_weighted", p.arrays[0], weights, axis=p.axis, where=p.where, xp=xp)
+    if not return_sign:
+        lse = xp.where(sign < 0, xp.asarray(float("nan"), dtype=lse.dtype), lse)
+    if not keepdims:
+        lse, sign = _squeeze(xp, lse, p.axis), _squeeze(xp, sign, p.axis)
+    lse, sign = _v.restore_dtype(p, lse), _v.restore_dtype(p, sign)
+    return (lse, sign) if return_sign else lse
+
+
+def logsumexp_jvp(
+    x: Array,
+    lse: Array,
+    v: Array,
+    /,
+    *,
+    axis: Axis = -1,
+    where: Array | None = None,
+    xp: Namespace | None = None,
+) -> Array:
+    """Jacobian-vector product of logsumexp, ``<softmax(x), v>`` per slice, from `x` and `lse`.
+
+    Parameters
+    ----------
+    x : array
+        The input of :func:`logsumexp`.
+    lse : array
+        Its result, ``logsumexp(x, axis=axis, where=where)`` (batch shape, or keepdims).
+    v : array
+        The tangent, of the shape of `x`.
+    axis, where, xp
+        As for :func:`logsumexp`. Masked-out entries of `v` take no part.
+
+    Returns
+    -------
+    array
+        The batch shape of `x`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import softmax_xp as sx
+    >>> x = np.array([0.0, np.log(3.0)])
+    >>> sx.logsumexp_jvp(x, sx.logsumexp(x), np.array([1.0, 0.0]))
+    array(0.25)
+    """
+    p = _v.prepare_lse("logsumexp_jvp", ("x", "lse", "v"), (x, lse, v), axis, where, xp,
+                       reduced=("lse",))  # fmt: skip
+    out = _call("logsumexp_jvp", *p.arrays, axis=p.axis, where=p.where, xp=p.xp)
+    return _v.restore_dtype(p, _squeeze(p.xp, out, p.axis))
+
+
+def logsumexp_vjp(
+    x: Array,
+    lse: Array,
+    g: Array,
+    /,
+    *,
+    axis: Axis = -1,
+    where: Array | None = None,
+    xp: Namespace | None = None,
+) -> Array:
+    """Vector-Jacobian product of logsumexp, ``g * softmax(x)`` (the backward pass), from `x` and
+    `lse`.
+
+    Parameters
+    ----------
+    x : array
+        The input of :func:`logsumexp`.
+    lse : array
+        Its result, ``logsumexp(x, axis=axis, where=where)`` (batch shape, or keepdims).
+    g : array
+        The cotangent of `lse`, one number per slice (batch shape, or keepdims).
+    axis, where, xp
+        As for :func:`logsumexp`.
+
+    Returns
+    -------
+    array
+        The shape of `x`; 0 at masked-out entries.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import softmax_xp as sx
+    >>> x = np.array([0.0, np.log(3.0)])
+    >>> sx.logsumexp_vjp(x, sx.logsumexp(x), np.array(2.0))
+    array([0.5, 1.5])
+    """
+    p = _v.prepare_lse("logsumexp_vjp", ("x", "lse", "g"), (x, lse, g), axis, where, xp,
+                       reduced=("lse", "g"))  # fmt: skip
+    out = _call("logsumexp_vjp", *p.arrays, axis=p.axis, where=p.where, xp=p.xp)
+    return _v.restore_dtype(p, out)
+
+
+def softmax_cross_entropy(
+    x: Array,
+    targets: Array,
+    /,
+    *,
+    axis: Axis = -1,
+    where: Array | None = None,
+    label_smoothing: float = 0.0,
+    xp: Namespace | None = None,
+) -> Array:
+    """Cross-entropy of the softmax of logits `x` against probability targets, per slice:
+    ``-sum(targets * log_softmax(x))``.
+
+    The loss of ``torch.nn.functional.cross_entropy(x, targets, reduction='none')`` with
+    probability targets (the class axis is `axis`, not 1) and of optax's
+    ``softmax_cross_entropy``; reduce it with the caller's ``mean`` or ``sum``.
+
+    Parameters
+    ----------
+    x : array
+        Logits.
+    targets : array
+        Probabilities (or any weights) of the shape of `x`. A zero target takes no part,
+        whatever its logit (``-inf`` too).
+    axis : int, tuple of ints or None, optional
+        The class axis (or axes, taken jointly). Default: ``-1``.
+    where : boolean array, optional
+        Broadcastable to `x`: the classes that take part (in the softmax and in the sum).
+    label_smoothing : float, optional
+        ``eps`` in [0, 1]: the targets become ``(1 - eps) * targets + eps / K``, ``K`` the number
+        of classes taking part (as torch's ``label_smoothing``). Default: 0.
+    xp : array namespace, optional
+        The namespace of `x`; found with array-api-compat when not given.
+
+    Returns
+    -------
+    array
+        The batch shape of `x`. NaN for a slice whose maximum logit is not finite, ``+inf``
+        where a positive target's logit is ``-inf``. Differentiable in `x` and `targets`
+        (torch autograd, ``torch.func``, JAX) through this package's own rules, which keep `x`,
+        `targets` and one log-sum-exp per slice, never an array of the shape of `x`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import softmax_xp as sx
+    >>> sx.softmax_cross_entropy(np.array([0.0, 0.0]), np.array([1.0, 0.0]))
+    array(0.69314718)
+    """
+    func = "softmax_cross_entropy"
+    eps = _v.check_label_smoothing(func, label_smoothing)
+    p = _v.prepare_lse(func, ("x", "targets"), (x, targets), axis, where, xp)
+    out = _forward(func, *p.arrays, axis=p.axis, where=p.where, xp=p.xp, label_smoothing=eps)
+    return _v.restore_dtype(p, _squeeze(p.xp, out, p.axis))
+
+
+def softmax_cross_entropy_with_integer_labels(
+    x: Array,
+    labels: Array,
+    /,
+    *,
+    axis: Axis = -1,
+    where: Array | None = None,
+    label_smoothing: float = 0.0,
+    ignore_index: int | None = None,
+    xp: Namespace | None = None,
+) -> Array:
+    """Cross-entropy of the softmax of logits `x` against integer class labels, per slice:
+    ``logsumexp(x) - x[label]``.
+
+    The loss of ``torch.nn.functional.cross_entropy(x, labels, reduction='none')`` with class
+    indices (the class axis is `axis`, not 1) and of optax's
+    ``softmax_cross_entropy_with_integer_labels``; reduce it with the caller's ``mean`` or
+    ``sum`` (torch's ``reduction='mean'`` with ``ignore_index`` divides by the number of labels
+    not ignored).
+
+    Parameters
+    ----------
+    x : array
+        Logits.
+    labels : integer array
+        One class index per slice, of the batch shape of `x` (or keepdims). With a tuple
+        `axis`, the flat (C-order) index into the slice over those axes. Indices outside
+        ``[0, C)`` are a ``ValueError`` where the values are at hand (NumPy, CPU torch tensors,
+        concrete JAX arrays) and give NaN elsewhere (under ``jax.jit``, on CUDA, on Dask).
+    axis : int, tuple of ints or None, optional
+        The class axis (or axes, taken jointly). Default: ``-1``.
+    where : boolean array, optional
+        Broadcastable to `x`: the classes that take part. A label naming a masked-out class
+        gives ``+inf``.
+    label_smoothing : float, optional
+        ``eps`` in [0, 1]: the one-hot target becomes ``(1 - eps) * onehot + eps / K``, ``K``
+        the number of classes taking part. Default: 0.
+    ignore_index : int, optional
+        A label value whose slices get loss 0 and zero gradient (torch's ``ignore_index``;
+        torch's default there is -100, here it is None: every label counts).
+    xp : array namespace, optional
+        The namespace of `x`; found with array-api-compat when not given.
+
+    Returns
+    -------
+    array
+        The batch shape of `x`. Differentiable in `x` (torch autograd, ``torch.func``, JAX)
+        through this package's own rules, which keep `x`, `labels` and one log-sum-exp per
+        slice, never an array of the shape of `x`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import softmax_xp as sx
+    >>> x = np.array([[0.0, 0.0], [0.0, np.log(3.0)]])
+    >>> sx.softmax_cross_entropy_with_integer_labels(x, np.array([0, 1]))
+    array([0.69314718, 0.28768207])
+    >>> sx.softmax_cross_entropy_with_integer_labels(x, np.array([0, -1]), ignore_index=-1)
+    array([0.69314718, 0.        ])
+    """
+    func = "softmax_cross_entropy_with_integer_labels"
+    eps = _v.check_label_smoothing(func, label_smoothing)
+    p, lab = _v.prepare_labels(func, x, labels, axis, where, None, ignore_index, None if xp is None else xp)
+    c = _v.axis_size(tuple(p.arrays[0].shape), p.axis)
+    _v.check_label_values(func, p.xp, lab, c, ignore_index)
+    out = _forward(func, p.arrays[0], lab, axis=p.axis, where=p.where, xp=p.xp,
+                   label_smoothing=eps, ignore_index=ignore_index)  # fmt: skip
+    return _v.restore_dtype(p, _squeeze(p.xp, out, p.axis))

@@ -70,7 +70,10 @@ def _quiet(func: _F) -> _F:
 
 
 def _const(xp: Namespace, like: Array, value: float) -> Array:
-    return xp.asarray(value, dtype=like.dtype, device=_device(like))
+    dev = _device(like)
+    # "cpu" is NumPy's and Dask's only device, and what a JAX literal (a constant primal under
+    # nested jvp) reports, which jax.numpy refuses as a device: leave the default there.
+    return xp.asarray(value, dtype=like.dtype, device=None if isinstance(dev, str) else dev)
 
 
 def _empty_slices(x: Array, axis: tuple[int, ...]) -> bool:
@@ -340,6 +343,42 @@ def logsumexp_vjp(
     return g * _probs(x, lse, where, xp)
 
 
+@_quiet
+def logsumexp_weighted(
+    x: Array,
+    b: Array | None,
+    /,
+    *,
+    axis: tuple[int, ...],
+    where: Array | None = None,
+    xp: Namespace,
+) -> tuple[Array, Array]:
+    """``(log(abs(s)), sign(s))`` of ``s = sum(b * exp(x))`` per slice (keepdims; ``b=None``:
+    weights 1). An entry of weight 0 takes no part, whatever its ``x``. A slice whose largest
+    ``x`` of nonzero weight is ``+inf`` gives ``+inf`` with the sign of those entries' total
+    weight (NaN, both, where that is 0); one holding NaN gives NaN, sign NaN; an empty sum
+    gives ``-inf``, sign 0."""
+    if b is not None:
+        nonzero = b != _const(xp, b, 0.0)
+        where = nonzero if where is None else xp.logical_and(where, nonzero)
+    m = _lse(x, axis, where, xp)
+    nan, zero, one = (_const(xp, m, v) for v in (math.nan, 0.0, 1.0))
+    if b is None:
+        return m, xp.where(xp.isnan(m), nan, xp.where(m == -math.inf, zero, one))
+    s = xp.sum(b * _probs(x, m, where, xp), axis=axis, keepdims=True)  # sum(b exp(x - m))
+    out = xp.log(xp.abs(s)) + m
+    sign = xp.where(xp.isnan(s), nan, xp.sign(s))
+    # a +inf entry of nonzero weight: the sum is +-inf by the total weight at +inf
+    at_inf = x == math.inf if where is None else xp.logical_and(where, x == math.inf)
+    wb = xp.sum(xp.where(at_inf, b, _const(xp, b, 0.0)), axis=axis, keepdims=True)
+    top = xp.logical_and(xp.isinf(m), m > zero)
+    has_nan = xp.isnan(_lse(xp.where(at_inf, _const(xp, x, 0.0), x), axis, where, xp))
+    top = xp.logical_and(top, xp.logical_not(has_nan))
+    out = xp.where(top, xp.where(wb == zero, nan, _const(xp, m, math.inf)), out)
+    sign = xp.where(top, xp.where(wb == zero, nan, xp.sign(wb)), sign)
+    return out, sign
+
+
 def _count(x: Array, axis: tuple[int, ...], where: Array | None, xp: Namespace) -> Array:
     """The number of unmasked entries of each slice (keepdims), in ``x``'s dtype."""
     if where is None:
@@ -402,7 +441,7 @@ def softmax_cross_entropy_jvp(
     targets: Array,
     lse: Array,
     v: Array,
-    u: Array,
+    u: Array | None,
     /,
     *,
     axis: tuple[int, ...],
@@ -410,20 +449,23 @@ def softmax_cross_entropy_jvp(
     label_smoothing: float = 0.0,
     xp: Namespace,
 ) -> tuple[Array, Array]:
-    """The tangents of ``(loss, lse)`` for tangents ``v`` of ``x`` and ``u`` of the targets:
-    ``<S p - t, v> + (1 - eps) <lse - x, u>`` and ``<p, v>``, ``p`` the softmax, ``t`` the smoothed
-    targets and ``S`` their sum over the slice."""
+    """The tangents of ``(loss, lse)`` for tangents ``v`` of ``x`` and ``u`` of the targets
+    (None: the targets do not move): ``<S p - t, v> + (1 - eps) <lse - x, u>`` and ``<p, v>``,
+    ``p`` the softmax, ``t`` the smoothed targets and ``S`` their sum over the slice."""
     zero = _const(xp, x, 0.0)
     p = _probs(x, lse, where, xp)
     t = _smoothed(targets, axis, where, label_smoothing, xp)
     if where is not None:
         v = xp.where(where, v, zero)
-        u = xp.where(where, u, zero)
     s = xp.sum(t, axis=axis, keepdims=True)
     dlse = xp.sum(p * v, axis=axis, keepdims=True)
     dloss = s * dlse - xp.sum(t * v, axis=axis, keepdims=True)
-    gap = xp.where(u == zero, zero, u * _gap(x, lse, xp))  # a zero tangent moves nothing
-    dloss = dloss + _const(xp, x, 1.0 - label_smoothing) * xp.sum(gap, axis=axis, keepdims=True)
+    if u is None:  # the targets do not move: no ``0 * inf`` at a -inf logit
+        return dloss, dlse
+    du = u * _gap(x, lse, xp)
+    if where is not None:
+        du = xp.where(where, du, zero)
+    dloss = dloss + _const(xp, x, 1.0 - label_smoothing) * xp.sum(du, axis=axis, keepdims=True)
     return dloss, dlse
 
 

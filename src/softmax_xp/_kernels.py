@@ -69,8 +69,9 @@ class Kernel:
 
     @property
     def forward(self) -> bool:
-        """Whether this is a forward kernel (one with derivative kernels of its own)."""
-        return self.of is None
+        """Whether this is a forward kernel (one with derivative kernels of its own; a kernel with
+        neither, such as ``logsumexp_weighted``, is differentiated by the framework itself)."""
+        return self.of is None and self.jvp is not None
 
 
 _TABLE = (
@@ -89,6 +90,7 @@ _TABLE = (
     Kernel("logsumexp_jvp", ("x", "lse", "v"), where=True, output="reduced", of="logsumexp",
            saves="lse"),
     Kernel("logsumexp_vjp", ("x", "lse", "g"), where=True, of="logsumexp", saves="lse"),
+    Kernel("logsumexp_weighted", ("x", "b"), where=True, output="reduced", public=False),
     Kernel("softmax_cross_entropy", ("x", "targets"), where=True, output="reduced",
            jvp="softmax_cross_entropy_jvp", vjp="softmax_cross_entropy_vjp", saves="lse",
            options=("label_smoothing",)),
@@ -117,7 +119,7 @@ NAMES: tuple[str, ...] = tuple(sorted(k.name for k in _TABLE if k.public))
 FORWARD: tuple[str, ...] = tuple(k.name for k in _TABLE if k.forward)
 #: The kernels whose derivatives take the forward's output: softmax, log_softmax and theirs.
 OF_OUTPUT: tuple[str, ...] = tuple(
-    k.name for k in _TABLE if (k if k.forward else KERNELS[k.of or ""]).saves == "output"
+    k.name for k in _TABLE if (KERNELS[k.of] if k.of else k).saves == "output" and (k.of or k.jvp)
 )
 
 

@@ -29,6 +29,13 @@ __all__ = [
     "prepare_single",
     "require_known_sizes",
     "restore_dtype",
+    "as_keepdims",
+    "batch_shape",
+    "check_label_smoothing",
+    "keepdims_shape",
+    "prepare_labels",
+    "prepare_lse",
+    "prepare_weights",
 ]
 
 
@@ -419,3 +426,180 @@ def require_known_sizes(func: str, name: str, arr: Array, axis: tuple[int, ...])
 def axis_size(shape: tuple[int, ...], axis: tuple[int, ...]) -> int:
     """Number of elements of one softmax slice."""
     return math.prod(shape[a] for a in axis)
+
+
+# -- logsumexp and the softmax cross-entropies ------------------------------------------------------
+def keepdims_shape(shape: tuple[Any, ...], axis: tuple[int, ...]) -> tuple[Any, ...]:
+    """``shape`` with each axis of ``axis`` of size 1 (a per-slice result, keepdims)."""
+    return tuple(1 if a in axis else s for a, s in enumerate(shape))
+
+
+def batch_shape(shape: tuple[Any, ...], axis: tuple[int, ...]) -> tuple[Any, ...]:
+    """``shape`` without the axes of ``axis`` (a per-slice result)."""
+    return tuple(s for a, s in enumerate(shape) if a not in axis)
+
+
+def as_keepdims(
+    func: str, name: str, xp: Namespace, arr: Array, shape: tuple[Any, ...], axis: tuple[int, ...]
+) -> Array:
+    """A per-slice array given in the batch shape (or already in the keepdims shape), reshaped
+    to the keepdims shape of an input of ``shape``; ``ValueError`` naming ``name`` otherwise."""
+    got = _shape(arr)
+    keep, batch = keepdims_shape(shape, axis), batch_shape(shape, axis)
+    if _same_shape(got, keep):
+        return arr
+    if not _same_shape(got, batch):
+        raise ValueError(
+            f"{func}: argument `{name}` must have one entry per slice, shape {batch} (or {keep}), "
+            f"got {got}"
+        )
+    for a in axis:  # expand_dims, in order: the axes are sorted
+        arr = xp.expand_dims(arr, axis=a)
+    return arr
+
+
+def check_label_smoothing(func: str, label_smoothing: Any) -> float:
+    """A float in ``[0, 1]``, or ``TypeError`` / ``ValueError`` naming the argument."""
+    if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float)):
+        raise TypeError(
+            f"{func}: argument `label_smoothing` must be a Python float in [0, 1], got "
+            f"{_describe(label_smoothing)}"
+        )
+    eps = float(label_smoothing)
+    if not 0.0 <= eps <= 1.0:
+        raise ValueError(f"{func}: argument `label_smoothing` = {eps!r} is not in [0, 1]")
+    return eps
+
+
+def prepare_lse(
+    func: str,
+    names: tuple[str, ...],
+    arrays: tuple[Array, ...],
+    axis: AxisArg,
+    where: Array | None,
+    xp: Namespace | None,
+    *,
+    reduced: tuple[str, ...] = (),
+) -> Prepared:
+    """Validate the arguments of logsumexp and of its derivative kernels: ``arrays[0]`` is the
+    input ``x``; the others are floating arrays of its shape, or, where their name is in
+    ``reduced``, per-slice arrays (batch or keepdims shape, made keepdims here)."""
+    xp = namespace(func, xp, **dict(zip(names, arrays, strict=True)), where=where)
+    arrs = tuple(as_array(a) for a in arrays)
+    where = as_array(where)
+    dts = [_check_dtype(func, n, xp, a) for n, a in zip(names, arrs, strict=True)]
+    out_dtype = dts[0]
+    for dt in dts[1:]:
+        out_dtype = out_dtype if dt == out_dtype else xp.result_type(out_dtype, dt)
+    shape = _shape(arrs[0])
+    axes = normalize_axis(func, axis, len(shape))
+    out: list[Array] = []
+    for n, a in zip(names, arrs, strict=True):
+        if n in reduced:
+            a = as_keepdims(func, n, xp, a, shape, axes)
+        elif not _same_shape(_shape(a), shape):
+            raise ValueError(
+                f"{func}: arguments `{names[0]}` and `{n}` must have the same shape, got "
+                f"{shape} and {_shape(a)}"
+            )
+        out.append(a)
+    _check_device(func, (*names, *(("where",) if where is not None else ())),
+                  (*arrs, *((where,) if where is not None else ())))  # fmt: skip
+    mask = _check_where(func, xp, where, shape, arrs[0])
+    work = _work_dtype(xp, out_dtype)
+    return Prepared(xp, tuple(_to(xp, a, work) for a in out), axes, mask, out_dtype)
+
+
+def prepare_weights(func: str, p: Prepared, b: Array) -> Array:
+    """``b`` of ``logsumexp(x, b=b)``: an array of the namespace of ``x``, of a real dtype,
+    broadcastable to the shape of ``x``; returned broadcast, in the working dtype."""
+    xp = p.xp
+    namespace(func, None, x=p.arrays[0], b=b)
+    b = as_array(b)
+    _check_dtype(func, "b", xp, b)
+    shape, bshape = _shape(p.arrays[0]), _shape(b)
+    if len(bshape) > len(shape) or any(
+        not (w == 1 or _same_size(w, s)) for w, s in zip(bshape[::-1], shape[::-1], strict=False)
+    ):
+        raise ValueError(
+            f"{func}: argument `b` with shape {bshape} does not broadcast to the shape of `x`, "
+            f"{shape}"
+        )
+    _check_device(func, ("x", "b"), (p.arrays[0], b))
+    b = _to(xp, b, p.arrays[0].dtype)
+    return b if bshape == shape else xp.broadcast_to(b, shape)
+
+
+def prepare_labels(
+    func: str,
+    x: Array,
+    labels: Array,
+    axis: AxisArg,
+    where: Array | None,
+    dtype: Any,
+    ignore_index: Any,
+    xp: Namespace | None,
+) -> tuple[Prepared, Array]:
+    """Validate the arguments of the integer-label cross-entropy; ``labels`` comes back in the
+    keepdims shape."""
+    p = prepare_forward(func, x, axis, where, dtype, xp)
+    namespace(func, None, x=p.arrays[0], labels=labels)
+    labels = as_array(labels)
+    xp = p.xp
+    dt = labels.dtype
+    try:
+        integral = bool(xp.isdtype(dt, "integral"))
+    except Exception:
+        integral = False
+    if not integral:
+        raise TypeError(
+            f"{func}: argument `labels` must be an array of integer class indices, got dtype {dt}"
+        )
+    if ignore_index is not None and (
+        isinstance(ignore_index, bool) or not isinstance(ignore_index, int)
+    ):
+        raise TypeError(
+            f"{func}: argument `ignore_index` must be an int or None, got "
+            f"{_describe(ignore_index)}"
+        )
+    _check_device(func, ("x", "labels"), (p.arrays[0], labels))
+    return p, as_keepdims(func, "labels", xp, labels, _shape(p.arrays[0]), p.axis)
+
+
+def _concrete(xp: Namespace, arr: Array) -> bool:
+    """Whether reading ``arr``'s values now is cheap and allowed: a NumPy array, a CPU torch
+    tensor outside ``torch.compile`` and ``torch.func``, a JAX array that is not a tracer."""
+    if array_api_compat.is_numpy_namespace(xp):
+        return True
+    if array_api_compat.is_torch_namespace(xp):
+        import torch
+
+        return bool(
+            arr.device.type == "cpu"
+            and not torch.compiler.is_compiling()
+            and not torch._C._functorch.is_functorch_wrapped_tensor(arr)
+        )
+    if array_api_compat.is_jax_namespace(xp):
+        import jax
+
+        return not isinstance(arr, jax.core.Tracer)
+    return False
+
+
+def check_label_values(func: str, xp: Namespace, labels: Array, c: int, ignore: Any) -> None:
+    """Refuse, naming ``labels``, a class index outside ``[0, c)`` (other than ``ignore``).
+
+    The one check here that reads values: only where they are at hand (see :func:`_concrete`);
+    elsewhere (under ``jax.jit``, on CUDA, on Dask) such a slice's loss is NaN instead.
+    """
+    if math.prod(_shape(labels)) == 0 or not _concrete(xp, labels):
+        return
+    bad = xp.logical_or(labels < 0, labels >= c)
+    if ignore is not None:
+        bad = xp.logical_and(bad, labels != ignore)
+    if bool(xp.any(bad)):
+        first = int(xp.reshape(labels, (-1,))[int(xp.argmax(xp.astype(xp.reshape(bad, (-1,)), xp.int8)))])
+        raise ValueError(
+            f"{func}: argument `labels` holds class index {first}, outside [0, {c}) for slices "
+            f"of {c} classes" + ("" if ignore is None else f" (and not `ignore_index` = {ignore})")
+        )

@@ -33,14 +33,20 @@ def adapter(name: str, backend: str) -> Callable[..., Any] | None:
     return None if load is None else getattr(load(), name, None)
 
 
-def forward(name: str, x: Any, /, *, axis: tuple[int, ...], where: Any, xp: Any) -> Any:
-    """Forward kernel ``name``, differentiable through this package's own rules."""
+def forward(
+    name: str, *arrays: Any, axis: tuple[int, ...], where: Any, xp: Any, **options: Any
+) -> Any:
+    """Forward kernel ``name`` of ``arrays``, differentiable through this package's own rules.
+
+    Kernels that keep a log-sum-exp per slice (``saves == "lse"``) return their first output
+    here (the loss), not the pair their kernel computes."""
     fn = adapter(name, backend_name(xp))
     if fn is not None:
-        out = fn(x, axis=axis, where=where, xp=xp)
+        out = fn(*arrays, axis=axis, where=where, xp=xp, **options)
         if out is not NotImplemented:
             return out
-    return call(name, x, axis=axis, where=where, xp=xp)
+    out = call(name, *arrays, axis=axis, where=where, xp=xp, **options)
+    return out[0] if isinstance(out, tuple) else out
 
 
 def hot_route(

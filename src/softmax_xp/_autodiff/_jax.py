@@ -26,7 +26,13 @@ import jax
 from .._backends import call
 from .._kernels import KERNELS, Kernel
 
-__all__ = ["log_softmax", "softmax"]
+__all__ = [
+    "log_softmax",
+    "logsumexp",
+    "softmax",
+    "softmax_cross_entropy",
+    "softmax_cross_entropy_with_integer_labels",
+]
 
 Array = Any
 
@@ -88,6 +94,80 @@ def _adapter(name: str, custom: Callable[..., Array]) -> Callable[..., Array]:
 
 softmax = _adapter("softmax", _softmax)
 log_softmax = _adapter("log_softmax", _log_softmax)
+
+
+def _custom_lse(kernel: Kernel) -> Callable[..., Array]:
+    """Forward kernel ``kernel`` that keeps one log-sum-exp per slice (``saves == "lse"``) as a
+    ``custom_jvp`` function of ``(*inputs, where, axis, xp, options)`` returning the kernel's
+    ``(out, lse)`` (logsumexp: the lse alone). The rule is the kernel's JVP kernel of the inputs
+    and ``lse``, under ``jax.checkpoint``, so that reverse mode keeps the inputs and ``lse`` and
+    recomputes the softmax it needs. Integer inputs (labels) have no tangent."""
+    name, jvp = kernel.name, kernel.jvp
+    assert jvp is not None
+    n = len(kernel.args)
+    single = name == "logsumexp"
+
+    @partial(jax.custom_jvp, nondiff_argnums=(n + 1, n + 2, n + 3))
+    def fn(*args: Any) -> Any:
+        *inputs, where, axis, xp, options = args
+        return call(name, *inputs, axis=axis, where=where, xp=xp, **dict(options))
+
+    @partial(fn.defjvp, symbolic_zeros=True)
+    def _rule(
+        axis: tuple[int, ...],
+        xp: Any,
+        options: tuple[tuple[str, Any], ...],
+        primals: tuple[Any, ...],
+        tangents: tuple[Any, ...],
+    ) -> tuple[Any, Any]:
+        *inputs, where = primals
+        out = fn(*inputs, where, axis, xp, options)
+        lse = out if single else out[1]
+        floats = [i for i in range(n) if jax.numpy.issubdtype(inputs[i].dtype, jax.numpy.floating)]
+
+        def rule(inputs: Any, lse: Array, tans: Any, where: Any) -> Any:
+            return call(jvp, *inputs, lse, *tans, axis=axis, where=where, xp=xp, **dict(options))
+
+        # x's tangent as an array (zeros where symbolic); the targets' as None where symbolic:
+        # a target that does not move adds no ``0 * inf`` term at a -inf logit.
+        tans = [
+            (None if i else jax.numpy.zeros_like(inputs[i])) if _zero(tangents[i]) else tangents[i]
+            for i in floats
+        ]
+        tan = jax.checkpoint(rule)(tuple(inputs), lse, tans, where)
+        return out, (tan if single else tuple(tan))
+
+    fn.__name__ = fn.__qualname__ = f"_{name}"  # type: ignore[attr-defined]
+    return fn  # type: ignore[no-any-return]
+
+
+def _zero(t: Any) -> bool:
+    return type(t).__name__ == "SymbolicZero" or getattr(t, "dtype", None) == jax.dtypes.float0
+
+
+def _lse_adapter(name: str) -> Callable[..., Array]:
+    custom = _custom_lse(KERNELS[name])
+    single = name == "logsumexp"
+
+    def adapt(
+        *arrays: Array, axis: tuple[int, ...], where: Array | None, xp: Any, **options: Any
+    ) -> Array:
+        if not any(_traced(a) for a in arrays):
+            out = call(name, *arrays, axis=axis, where=where, xp=xp, **options)
+        else:
+            out = custom(*arrays, where, axis, xp, tuple(sorted(options.items())))
+        return out if single else out[0]
+
+    adapt.__name__ = adapt.__qualname__ = name
+    adapt.__doc__ = f"``{name}`` of validated arrays, differentiable through its own kernels."
+    return adapt
+
+
+logsumexp = _lse_adapter("logsumexp")
+softmax_cross_entropy = _lse_adapter("softmax_cross_entropy")
+softmax_cross_entropy_with_integer_labels = _lse_adapter(
+    "softmax_cross_entropy_with_integer_labels"
+)
 
 
 def hot(name: str, axis: tuple[int, ...], xp: Any, sample: Any, run: Callable[..., Any]) -> Any:

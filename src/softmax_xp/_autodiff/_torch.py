@@ -30,9 +30,16 @@ import torch
 from torch.autograd import forward_ad as _fwad
 
 from .._backends import NOT_NOW, call, hot_route
-from .._kernels import FORWARD, KERNELS, Kernel
+from .._kernels import FORWARD, KERNELS, OF_OUTPUT, Kernel
 
-__all__ = ["function", "log_softmax", "softmax"]
+__all__ = [
+    "function",
+    "log_softmax",
+    "logsumexp",
+    "softmax",
+    "softmax_cross_entropy",
+    "softmax_cross_entropy_with_integer_labels",
+]
 
 Tensor = torch.Tensor
 
@@ -143,8 +150,109 @@ def _own(out: Tensor) -> Tensor:
     return out.detach()
 
 
+@dataclass(frozen=True)
+class _Options:
+    """The non-tensor arguments of a kernel that keeps a log-sum-exp (one pytree leaf)."""
+
+    axis: tuple[int, ...]
+    xp: Any
+    options: tuple[tuple[str, Any], ...] = ()
+
+
+def _lse_functions(
+    kernel: Kernel,
+) -> tuple[type[torch.autograd.Function], type[torch.autograd.Function]]:
+    """The ``autograd.Function`` pair of a forward kernel that keeps one log-sum-exp per slice
+    (``saves == "lse"``): ``apply(*inputs, where, options)`` returns the kernel's ``(out, lse)``
+    (for logsumexp, whose output is the lse, just that), saves the inputs and ``lse`` (no array
+    of the input's shape beyond the inputs), and differentiates through the kernel's VJP / JVP
+    kernels. ``lse`` is an output of the Function, so a second derivative through the saved
+    ``lse`` comes back through this Function: exact at every order. Integer inputs (labels) get
+    no gradient."""
+    name, vjp, jvp = kernel.name, kernel.vjp, kernel.jvp
+    assert vjp is not None
+    assert jvp is not None
+    n = len(kernel.args)
+    single = name == "logsumexp"  # its output is the lse itself
+
+    def forward(*args: Any) -> Any:
+        *inputs, where, st = args
+        out = call(name, *inputs, axis=st.axis, where=where, xp=st.xp, **dict(st.options))
+        return out if single else tuple(out)
+
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
+        ctx.st, where = inputs[n + 1], inputs[n]
+        lse = output if single else output[1]
+        ctx.save_for_backward(*inputs[:n], lse, where)
+        ctx.float_inputs = tuple(torch.is_floating_point(t) for t in inputs[:n])
+
+    def _unpack(ctx: Any) -> tuple[tuple[Tensor, ...], Tensor, Tensor | None, dict[str, Any]]:
+        saved = ctx.saved_tensors
+        kw = {"axis": ctx.st.axis, "where": saved[n + 1], "xp": ctx.st.xp, **dict(ctx.st.options)}
+        return saved[:n], saved[n], saved[n + 1], kw
+
+    def backward(ctx: Any, *grads: Tensor) -> tuple[Tensor | None, ...]:
+        inputs, lse, _, kw = _unpack(ctx)
+        if single:
+            out = (call(vjp, *inputs, lse, grads[0], **kw),)
+        else:
+            out = call(vjp, *inputs, lse, grads[0], grads[1], **kw)
+            out = out if isinstance(out, tuple) else (out,)
+        got = list(out) + [None] * (n - len(out))
+        got = [g if f else None for g, f in zip(got, ctx.float_inputs, strict=True)]
+        return (*got, None, None)
+
+    def setup_context_fwd(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
+        setup_context(ctx, inputs, output)
+        lse = output if single else output[1]
+        ctx.save_for_forward(*inputs[:n], lse, inputs[n])
+
+    def jvp_rule(ctx: Any, *tangents: Any) -> Any:
+        inputs, lse, _, kw = _unpack(ctx)
+        inputs = tuple(_fwad.unpack_dual(i).primal for i in inputs)
+        floats = [i for i, f in enumerate(ctx.float_inputs) if f]
+        # x's tangent as a tensor; the targets' as None where they do not move (see _jax)
+        tans = [
+            tangents[i] if tangents[i] is not None or i else torch.zeros_like(inputs[i])
+            for i in floats
+        ]
+        # As in _functions: forward AD re-enabled, so that nested forward levels see the rule's
+        # result move; the inputs without the current level's tangent (that one is computed here).
+        with _fwad._set_fwd_grad_enabled(True):
+            out = call(jvp, *inputs, lse, *tans, **kw)
+        return out if single else tuple(out)
+
+    title = "".join(part.title() for part in name.split("_"))
+    doc = f"``{name}``; backward ``{vjp}``; saves the inputs and one log-sum-exp per slice."
+    rule: type[torch.autograd.Function] = type(
+        f"_{title}",
+        (torch.autograd.Function,),
+        {
+            "__doc__": doc,
+            "__module__": __name__,
+            "generate_vmap_rule": True,
+            "forward": staticmethod(forward),
+            "setup_context": staticmethod(setup_context),
+            "backward": staticmethod(backward),
+        },
+    )
+    rule_fwd: type[torch.autograd.Function] = type(
+        f"_{title}Fwd",
+        (rule,),
+        {
+            "__doc__": f"``_{title}`` with the forward-mode rule ``{jvp}`` (outside compile).",
+            "__module__": __name__,
+            "setup_context": staticmethod(setup_context_fwd),
+            "jvp": staticmethod(jvp_rule),
+        },
+    )
+    return rule, rule_fwd
+
+
 #: forward kernel name -> (Function, Function with jvp)
-_FUNCTIONS = {name: _functions(KERNELS[name]) for name in FORWARD}
+_FUNCTIONS = {
+    name: (_functions if name in OF_OUTPUT else _lse_functions)(KERNELS[name]) for name in FORWARD
+}
 _Softmax, _SoftmaxFwd = _FUNCTIONS["softmax"]
 _LogSoftmax, _LogSoftmaxFwd = _FUNCTIONS["log_softmax"]
 
@@ -183,6 +291,31 @@ def _adapter(name: str) -> Callable[..., Tensor]:
 
 softmax = _adapter("softmax")
 log_softmax = _adapter("log_softmax")
+
+
+def _lse_adapter(name: str) -> Callable[..., Tensor]:
+    single = name == "logsumexp"
+
+    def adapt(
+        *arrays: Tensor, axis: tuple[int, ...], where: Tensor | None, xp: Any, **options: Any
+    ) -> Tensor:
+        if not any(_tracked(a) for a in arrays if torch.is_floating_point(a)):
+            out = call(name, *arrays, axis=axis, where=where, xp=xp, **options)
+        else:
+            st = _Options(axis, xp, tuple(sorted(options.items())))
+            out = function(name).apply(*arrays, where, st)  # type: ignore[no-untyped-call]
+        return out if single else out[0]  # type: ignore[no-any-return]
+
+    adapt.__name__ = adapt.__qualname__ = name
+    adapt.__doc__ = f"``{name}`` of validated arrays, differentiable through its own kernels."
+    return adapt
+
+
+logsumexp = _lse_adapter("logsumexp")
+softmax_cross_entropy = _lse_adapter("softmax_cross_entropy")
+softmax_cross_entropy_with_integer_labels = _lse_adapter(
+    "softmax_cross_entropy_with_integer_labels"
+)
 
 
 def hot(name: str, axis: tuple[int, ...], xp: Any, sample: Any, run: Callable[..., Any]) -> Any:
