@@ -12,7 +12,13 @@
  *     a padded stride (so that the four-row short-row groups and a leftover row both run), and
  *     NaN / +inf / -inf at every position of rows up to 64 long and at every 5th and the last two
  *     beyond (with --quick, at five positions per length, and lengths 1..72, every 9th beyond, and
- *     127..129, 256: what qemu runs in under a minute).
+ *     127..129, 256: what qemu runs in under a minute);
+ *   - logsumexp against a long double reference, within 4 ulps at the scale max(|lse|, 1), row
+ *     lengths 1..200 and past one and several blocks up to 5000 (uniform, increasing, decreasing
+ *     and constant rows; ranges down to exp's underflow), and the edge values of
+ *     scipy.special.logsumexp exactly: NaN / +inf / -inf at every position as above, rows of
+ *     -inf only, with +inf and NaN, huge (near the largest finite) and tiny (-1e30) values, an
+ *     empty row; its VJP, edges included (a row of -inf only: 0).
  * Exit status 0 when everything passes; the output names every failure.
  */
 #include <float.h>
@@ -306,6 +312,206 @@ static int agree(double got, long double want, long double scale, double eps) {
 DEFINE_CHECKS(float, f32, FLT_EPSILON)
 DEFINE_CHECKS(double, f64, DBL_EPSILON)
 
+/* ---- logsumexp and its VJP against a long double reference --------------------------------- */
+
+enum { LMAXC = 5000 };
+/* Row lengths past 200: both sides of one and several blocks of SUM_BLOCK (64) vectors at every
+ * width (the running maximum is rescaled from the second block on). */
+static const int long_lengths[] = {255, 256, 257, 511, 512, 513, 1000, 1023, 1024, 1025, 2049, 5000};
+/* Finite results within LSE_ULPS ulps of the reference, at the scale max(|reference|, 1): below
+ * 1 the error is that of the sum, about eps absolute (x - max and log(sum) cancel). */
+#define LSE_ULPS 4.0L
+
+static long double ref_lse(const long double *x, int c) {
+    long double m = -INFINITY, s = 0;
+    int nan = 0;
+    for (int i = 0; i < c; i++) {
+        if (isnan(x[i])) nan = 1;
+        if (x[i] > m) m = x[i];
+    }
+    if (nan) return NAN;
+    if (!isfinite(m)) return m; /* +inf, or -inf: all -inf or an empty row */
+    for (int i = 0; i < c; i++) s += expl(x[i] - m);
+    return m + logl(s);
+}
+
+static double lse_worst; /* the largest error met, in ulps at that scale */
+
+static int lse_agree(double got, long double want, double eps) {
+    if (isnan(want)) return isnan(got);
+    if (isinf(want)) return got == (double)want;
+    long double scale = fabsl(want) > 1 ? fabsl(want) : 1;
+    double err = (double)(fabsl((long double)got - want) / (eps * scale));
+    if (err > lse_worst) lse_worst = err;
+    return err <= LSE_ULPS;
+}
+
+/* kinds of rows: 0 uniform in (lo, hi), 1 increasing (a new maximum in every block), 2
+ * decreasing, 3 all equal to lo */
+#define DEFINE_LSE_CHECKS(T, SFX, EPS)                                                          \
+    static T lx_##SFX[ROWS * (LMAXC + PAD)], lo_##SFX[ROWS * (LMAXC + PAD)];                    \
+    static T lg_##SFX[ROWS], ll_##SFX[ROWS], lr_##SFX[ROWS + 1];                                \
+                                                                                                \
+    static void lse_fill_##SFX(int c, int kind, double lo, double hi) {                         \
+        for (int r = 0; r < ROWS; r++)                                                          \
+            for (int i = 0; i < c + PAD; i++) {                                                 \
+                double t = c > 1 ? (double)i / (c - 1) : 0.5;                                   \
+                lx_##SFX[r * (c + PAD) + i] =                                                   \
+                    (T)(kind == 0   ? uniform(lo, hi)                                           \
+                        : kind == 1 ? lo + (hi - lo) * t + r                                    \
+                        : kind == 2 ? hi - (hi - lo) * t - r                                    \
+                                    : lo);                                                      \
+            }                                                                                   \
+    }                                                                                           \
+                                                                                                \
+    /* Runs logsumexp on the ROWS rows of lx (row stride c + PAD); checks row `only` (all if    \
+     * -1), and that no item of out past the ROWS rows is written. */                           \
+    static void run_lse_##SFX(const sxp_kernels *k, int c, int only, const char *what) {        \
+        static long double xl[LMAXC];                                                           \
+        int ld = c + PAD;                                                                       \
+        lr_##SFX[ROWS] = (T)12345;                                                              \
+        k->logsumexp_##SFX((const char *)lx_##SFX, ld * (sxp_ssize)sizeof(T), (char *)lr_##SFX, \
+                           (sxp_ssize)sizeof(T), ROWS, c);                                      \
+        if (lr_##SFX[ROWS] != (T)12345) FAIL("%s logsumexp_" #SFX " c=%d wrote past out", k->name, c); \
+        for (int r = 0; r < ROWS; r++) {                                                        \
+            if (only >= 0 && r != only) continue;                                               \
+            for (int i = 0; i < c; i++) xl[i] = lx_##SFX[r * ld + i];                           \
+            long double want = ref_lse(xl, c);                                                  \
+            if (!lse_agree(lr_##SFX[r], want, EPS)) {                                           \
+                FAIL("%s logsumexp_" #SFX " c=%d row %d (%s): got %a want %La", k->name, c, r,  \
+                     what, (double)lr_##SFX[r], want);                                          \
+                return;                                                                         \
+            }                                                                                   \
+        }                                                                                       \
+    }                                                                                           \
+                                                                                                \
+    /* The VJP with lse from the reference (or as set in ll) and g in (-3, 3). */               \
+    static void run_lse_vjp_##SFX(const sxp_kernels *k, int c, const char *what) {              \
+        int ld = c + PAD;                                                                       \
+        k->logsumexp_vjp_##SFX((const char *)lx_##SFX, ld * (sxp_ssize)sizeof(T),               \
+                               (const char *)ll_##SFX, (sxp_ssize)sizeof(T),                    \
+                               (const char *)lg_##SFX, (sxp_ssize)sizeof(T), (char *)lo_##SFX,  \
+                               ld * (sxp_ssize)sizeof(T), ROWS, c);                             \
+        for (int r = 0; r < ROWS; r++)                                                          \
+            for (int i = 0; i < c; i++) {                                                       \
+                long double xi = lx_##SFX[r * ld + i], l = ll_##SFX[r], g = lg_##SFX[r];        \
+                long double want = xi == -INFINITY && l == -INFINITY ? 0 : g * expl(xi - l);    \
+                T got = lo_##SFX[r * ld + i];                                                   \
+                /* x - lse is rounded: relative error up to |x - lse| eps, amplified by exp */  \
+                long double tol = 4 * EPS * fabsl(want) * (2 + fabsl(xi - l));                  \
+                int ok = isnan(want)                 ? isnan(got)                               \
+                         : isinf(want) || want == 0 ? got == (T)want                            \
+                                                    : fabsl((long double)got - want) <= tol;    \
+                if (!ok) {                                                                      \
+                    FAIL("%s logsumexp_vjp_" #SFX " c=%d row %d [%d] (%s): got %a want %La",    \
+                         k->name, c, r, i, what, (double)got, want);                            \
+                    return;                                                                     \
+                }                                                                               \
+            }                                                                                   \
+    }                                                                                           \
+                                                                                                \
+    static void lse_edges_##SFX(const sxp_kernels *k, int c, long *cases) {                     \
+        const T inf = (T)INFINITY, nan = (T)NAN;                                                \
+        const T big = (T)(sizeof(T) == 4 ? 3e38 : 1e308);                                       \
+        int ld = c + PAD;                                                                       \
+        for (int p = 0; p < c; p++) { /* one special value at position p of row p % ROWS */    \
+            if (quick ? (p > 1 && p != c / 2 && p < c - 2) : (c > 64 && p % 5 != 0 && p < c - 2)) \
+                continue;                                                                       \
+            const T specials[3] = {nan, inf, -inf};                                             \
+            for (int s = 0; s < 3; s++) {                                                       \
+                lse_fill_##SFX(c, 0, -10, 10);                                                  \
+                lx_##SFX[(p % ROWS) * ld + p] = specials[s];                                    \
+                run_lse_##SFX(k, c, p % ROWS, s == 0 ? "nan" : s == 1 ? "+inf" : "-inf");      \
+                ++*cases;                                                                       \
+            }                                                                                   \
+        }                                                                                       \
+        /* whole rows: all -inf; -inf with one +inf, one NaN, or both (+inf first or last);     \
+         * huge and tiny values; every row of the group different */                           \
+        for (int v = 0; v < 7; v++) {                                                           \
+            lse_fill_##SFX(c, 0, -10, 10);                                                      \
+            for (int r = 0; r < ROWS; r++) {                                                    \
+                T *row = lx_##SFX + r * ld;                                                     \
+                for (int i = 0; i < c; i++)                                                     \
+                    row[i] = v == 5 ? (T)(big * (T)(1 - 0.01 * (i % 7))) /* near the max */    \
+                             : v == 6 ? (T)(-1e30 * (1 + 0.01 * (i % 5)))                       \
+                                      : -inf;                                                   \
+                int q = (r * 7 + 3) % c;                                                        \
+                if (v == 1) row[q] = inf;                                                       \
+                if (v == 2) row[q] = nan;                                                       \
+                if (v == 3 || v == 4) {                                                         \
+                    row[v == 3 ? 0 : c - 1] = inf;                                              \
+                    row[v == 3 ? c - 1 : 0] = c > 1 ? nan : row[0];                             \
+                }                                                                               \
+            }                                                                                   \
+            run_lse_##SFX(k, c, -1, v == 0 ? "all -inf" : v == 1 ? "-inf, +inf" : v == 2 ? "-inf, nan" \
+                                    : v < 5 ? "+inf, nan" : v == 5 ? "huge" : "tiny");          \
+            ++*cases;                                                                           \
+        }                                                                                       \
+        /* the VJP's edges: a row of -inf (lse -inf: 0), lse NaN, lse +inf, x with +-inf, NaN */ \
+        lse_fill_##SFX(c, 0, -10, 10);                                                          \
+        for (int r = 0; r < ROWS; r++) lg_##SFX[r] = (T)uniform(-3, 3);                         \
+        for (int i = 0; i < c; i++) lx_##SFX[i] = -inf;                                         \
+        ll_##SFX[0] = -inf;                                                                     \
+        if (c > 1) lx_##SFX[1] = (T)2; /* a finite x under lse = -inf: g * inf */               \
+        ll_##SFX[1] = nan;                                                                      \
+        ll_##SFX[2] = inf;                                                                      \
+        lx_##SFX[2 * ld + (c - 1)] = inf;                                                       \
+        ll_##SFX[3] = (T)20;                                                                    \
+        lx_##SFX[3 * ld + c / 2] = nan;                                                         \
+        lx_##SFX[3 * ld] = -inf;                                                                \
+        ll_##SFX[4] = (T)15;                                                                    \
+        lg_##SFX[4] = (T)0;                                                                     \
+        run_lse_vjp_##SFX(k, c, "edges");                                                       \
+        ++*cases;                                                                               \
+    }                                                                                           \
+                                                                                                \
+    static void check_lse_##SFX(const sxp_kernels *k) {                                         \
+        long before = failures, cases = 0;                                                      \
+        static long double xl[LMAXC];                                                           \
+        lse_worst = 0;                                                                          \
+        /* an empty row: -inf, and 0 rows: nothing written */                                   \
+        lr_##SFX[0] = (T)0;                                                                     \
+        k->logsumexp_##SFX((const char *)lx_##SFX, 0, (char *)lr_##SFX, (sxp_ssize)sizeof(T),   \
+                           1, 0);                                                               \
+        if (lr_##SFX[0] != (T)-INFINITY) FAIL("%s logsumexp_" #SFX " of an empty row", k->name); \
+        lr_##SFX[0] = (T)7;                                                                     \
+        k->logsumexp_##SFX((const char *)lx_##SFX, 0, (char *)lr_##SFX, (sxp_ssize)sizeof(T),   \
+                           0, 5);                                                               \
+        if (lr_##SFX[0] != (T)7) FAIL("%s logsumexp_" #SFX " wrote for 0 rows", k->name);      \
+        int nlong = (int)(sizeof long_lengths / sizeof long_lengths[0]);                        \
+        for (int j = 0; j < 200 + nlong; j++) {                                                 \
+            int c = j < 200 ? j + 1 : long_lengths[j - 200];                                    \
+            if (quick && c > 72 && c % 9 != 0 && !(c >= 127 && c <= 129) && c != 1025 &&        \
+                c != 5000)                                                                      \
+                continue;                                                                       \
+            int ld = c + PAD;                                                                   \
+            double ranges[3][2] = {{-10, 10}, {-1, 1}, {sizeof(T) == 4 ? -80 : -700, 60}};      \
+            for (int kind = 0; kind < 4; kind++)                                                \
+                for (int g = 0; g < 3; g++) {                                                   \
+                    if (kind == 3 && g > 0) continue;                                           \
+                    lse_fill_##SFX(c, kind, ranges[g][0], ranges[g][1]);                        \
+                    run_lse_##SFX(k, c, -1, kind == 0 ? "uniform" : kind == 1 ? "increasing"    \
+                                            : kind == 2 ? "decreasing" : "equal");              \
+                    cases++;                                                                    \
+                }                                                                               \
+            if (c <= 200 || c % 1000 == 0 || c == 1025) lse_edges_##SFX(k, c, &cases);          \
+            /* the VJP: lse of the rows (reference, rounded), shifted for rows 3 and 4 */       \
+            lse_fill_##SFX(c, 0, -10, 10);                                                      \
+            for (int r = 0; r < ROWS; r++) {                                                    \
+                for (int i = 0; i < c; i++) xl[i] = lx_##SFX[r * ld + i];                       \
+                ll_##SFX[r] = (T)(ref_lse(xl, c) + (r == 3 ? 5 : r == 4 ? -5 : 0));             \
+                lg_##SFX[r] = (T)uniform(-3, 3);                                                \
+            }                                                                                   \
+            run_lse_vjp_##SFX(k, c, "finite");                                                  \
+            cases++;                                                                            \
+        }                                                                                       \
+        printf("  logsumexp " #SFX ": %ld cases, max error %.3f ulp, %s\n", cases, lse_worst,   \
+               failures == before ? "all agree" : "FAILED");                                    \
+    }
+
+DEFINE_LSE_CHECKS(float, f32, FLT_EPSILON)
+DEFINE_LSE_CHECKS(double, f64, DBL_EPSILON)
+
 int main(int argc, char **argv) {
     for (int i = 1; i < argc; i++)
         if (strcmp(argv[i], "--quick") == 0) quick = 1;
@@ -330,6 +536,8 @@ int main(int argc, char **argv) {
         check_exp_f64(k);
         check_kernels_f32(k);
         check_kernels_f64(k);
+        check_lse_f32(k);
+        check_lse_f64(k);
         printf("  (%.1f s for exp_f32, %.1f s for the rest)\n", (double)(t1 - t0) / CLOCKS_PER_SEC,
                (double)(clock() - t1) / CLOCKS_PER_SEC);
     }

@@ -161,6 +161,81 @@ static PyObject *py_jacobian(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* Acquire a 1-D buffer of n items of dtype kind (any stride), writable if asked. Returns 0, or
+ * -1 with an exception set (nothing acquired). */
+static int get_items(PyObject *obj, Py_buffer *b, int writable, Py_ssize_t n, int kind,
+                     const char *what) {
+    int flags = PyBUF_STRIDES | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
+    if (PyObject_GetBuffer(obj, b, flags) < 0) return -1;
+    if (b->ndim != 1 || kind_of(b) != kind || b->shape[0] != n) {
+        PyErr_Format(PyExc_ValueError,
+                     "%s: expected a 1-D buffer of the rows' dtype with one item per row", what);
+        PyBuffer_Release(b);
+        return -1;
+    }
+    return 0;
+}
+
+/* logsumexp(x, out): x (n, c) with contiguous rows, out (n,) of the same dtype. */
+static PyObject *py_logsumexp(PyObject *self, PyObject *args) {
+    PyObject *x, *out;
+    if (!PyArg_ParseTuple(args, "OO:logsumexp", &x, &out)) return NULL;
+    Py_buffer b[2];
+    if (PyObject_GetBuffer(x, &b[0], PyBUF_STRIDES | PyBUF_FORMAT) < 0) return NULL;
+    int kind = kind_of(&b[0]);
+    if (kind < 0 || b[0].ndim != 2 || (b[0].shape[1] > 1 && b[0].strides[1] != b[0].itemsize)) {
+        PyErr_SetString(PyExc_ValueError,
+                        "logsumexp: expected x, a 2-D float32/float64 buffer with contiguous rows");
+        release(b, 1);
+        return NULL;
+    }
+    if (get_items(out, &b[1], 1, b[0].shape[0], kind, "logsumexp: out") < 0) {
+        release(b, 1);
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS;
+    if (kind == 0)
+        K->logsumexp_f32(b[0].buf, b[0].strides[0], b[1].buf, b[1].strides[0], b[0].shape[0],
+                         b[0].shape[1]);
+    else
+        K->logsumexp_f64(b[0].buf, b[0].strides[0], b[1].buf, b[1].strides[0], b[0].shape[0],
+                         b[0].shape[1]);
+    Py_END_ALLOW_THREADS;
+    release(b, 2);
+    Py_RETURN_NONE;
+}
+
+/* logsumexp_vjp(x, lse, g, out): x and out (n, c) with contiguous rows, lse and g (n,). */
+static PyObject *py_logsumexp_vjp(PyObject *self, PyObject *args) {
+    PyObject *objs[2], *lo, *go;
+    if (!PyArg_ParseTuple(args, "OOOO:logsumexp_vjp", &objs[0], &lo, &go, &objs[1])) return NULL;
+    Py_buffer b[2], v[2];
+    int kind = get_rows(objs, b, 2);
+    if (kind < 0) return NULL;
+    if (get_items(lo, &v[0], 0, b[0].shape[0], kind, "logsumexp_vjp: lse") < 0) {
+        release(b, 2);
+        return NULL;
+    }
+    if (get_items(go, &v[1], 0, b[0].shape[0], kind, "logsumexp_vjp: g") < 0) {
+        release(v, 1);
+        release(b, 2);
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS;
+    if (kind == 0)
+        K->logsumexp_vjp_f32(b[0].buf, b[0].strides[0], v[0].buf, v[0].strides[0], v[1].buf,
+                             v[1].strides[0], b[1].buf, b[1].strides[0], b[0].shape[0],
+                             b[0].shape[1]);
+    else
+        K->logsumexp_vjp_f64(b[0].buf, b[0].strides[0], v[0].buf, v[0].strides[0], v[1].buf,
+                             v[1].strides[0], b[1].buf, b[1].strides[0], b[0].shape[0],
+                             b[0].shape[1]);
+    Py_END_ALLOW_THREADS;
+    release(v, 2);
+    release(b, 2);
+    Py_RETURN_NONE;
+}
+
 static PyObject *py_exp(PyObject *self, PyObject *args) {
     PyObject *objs[2];
     if (!PyArg_ParseTuple(args, "OO:exp", &objs[0], &objs[1])) return NULL;
@@ -255,6 +330,10 @@ static PyMethodDef methods[] = {
     {"log_jvp", py_log_jvp, METH_VARARGS, "log_jvp(l, v, out): out = v - <exp(l), v> per row."},
     {"jacobian", py_jacobian, METH_VARARGS,
      "jacobian(y, out, log): dense Jacobians of the rows of y (n, c) into out (n * c, c)."},
+    {"logsumexp", py_logsumexp, METH_VARARGS,
+     "logsumexp(x, out): out[i] = log(sum(exp(x[i]))) per row of x (n, c); out (n,)."},
+    {"logsumexp_vjp", py_logsumexp_vjp, METH_VARARGS,
+     "logsumexp_vjp(x, lse, g, out): out = g[i] * exp(x[i] - lse[i]) per row; lse, g (n,)."},
     {"exp", py_exp, METH_VARARGS, "exp(x, out): the kernels' own exp, elementwise (for tests)."},
     {NULL, NULL, 0, NULL},
 };

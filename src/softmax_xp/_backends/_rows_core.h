@@ -567,7 +567,178 @@ SXP_INLINE double hmax_f64_8(f64x8 a) {
 DEFINE_KERNELS(float, f32, f32v, f32vu, f32i, F32_LANES)
 DEFINE_KERNELS(double, f64, f64v, f64vu, f64i, F64_LANES)
 
+/* ---------------------------------------------------------------------------------------------
+ * logsumexp: out[r] = log(sum_j exp(x[r, j])), reading each row from memory once.
+ *
+ * A row is streamed in blocks of SUM_BLOCK vectors. Each block is read twice, the second time
+ * from L1: its maximum b (vector lanes, then across them), then sum exp(x - M) into vector
+ * accumulators of the row's dtype whose total is added in double, as the other reductions do.
+ * M is the running maximum of the row so far: when a block's maximum exceeds it, the double
+ * total so far is rescaled by exp(M - b) first (online max-and-sum). The running maximum is
+ * the row's, the lanes combined once per block (a horizontal maximum per SUM_BLOCK vectors is
+ * cheap), not one per lane: every exp is then of x - M <= 0 for the row's M, and the edge values
+ * below need no per-lane care. The result is M + log(total) in double (lse_finish), rounded once
+ * to the row's dtype; total >= 1 when M is finite (the maximum contributes exp(0) = 1 exactly).
+ * Rows of at most two vectors go SHORT_GROUP at a time, as in forward.
+ *
+ * Edge values are those of scipy.special.logsumexp, with no test on them in the loops: the
+ * maximum ignores NaN (no comparison with it holds), and while M is not finite the shift is 0
+ * instead of M, so that exp(x - shift) is 0 for -inf, +inf for +inf and NaN for NaN:
+ *   - a NaN anywhere makes its block's sum NaN, and so the total (rescaling multiplies it);
+ *   - +inf (and no NaN): M = +inf, the total is +inf; the result inf + log(inf) = +inf;
+ *   - all -inf, or an empty row (c == 0): M = -inf, the total is 0; -inf + log(0) = -inf.
+ * The rescale factor exp(M - b) needs M < b, so it is never inf - inf: 0 when M is -inf (the
+ * total is then 0 or NaN, which a factor of 0 leaves as it is: skipped) or b is +inf.
+ * Floating-point exceptions (overflow of x - M, log(0)) are raised and meant to be ignored.
+ * ------------------------------------------------------------------------------------------- */
+
+/* M + log(s), s >= 1 the sum of exp(x - M) (else the edge values: s 0, inf or NaN, M not finite).
+ * For M < 0, log(s) = k ln2 + log(f) with s = 2^k f, f in [sqrt(1/2), sqrt(2)): where M and
+ * k ln2 cancel, M + k ln2_hi is exact (Sterbenz; ln2_hi has 32 significant bits, |k| < 2^11),
+ * so a result near 0 keeps the accuracy of the small log(f), not the absolute error of a
+ * rounded log(s) (half an ulp of log(c): a few ulps of such a result). */
+SXP_INLINE double lse_finish(double m, double s) {
+    /* m >= 0: no cancellation, the plain sum is within an ulp (log(s) <= the result) */
+    if (m >= 0 || !(s >= 1.0 && s < INFINITY && isfinite(m))) return m + log(s);
+    /* s = 2^k f with no branch (one on f would be mispredicted half the time): k is the
+     * exponent of s / sqrt(1/2), taken from the bit patterns (s >= 1 is normal, positive) */
+    uint64_t bits;
+    double f;
+    memcpy(&bits, &s, sizeof bits);
+    int k = (int)((int64_t)(bits - 0x3FE6A09E667F3BCDull) >> 52); /* the bits of sqrt(1/2) */
+    bits -= (uint64_t)k << 52;
+    memcpy(&f, &bits, sizeof f);
+    return (m + k * 6.93147180369123816490e-01) + (log(f) + k * 1.90821492927058770002e-10);
+}
+
+#define DEFINE_LSE_KERNELS(T, SFX, V, VU, I, LANES)                                               \
+    /* next: the next row (c numbers), or NULL; its first block is prefetched with the last. */  \
+    SXP_INLINE T lse_row_##SFX(const T *x, sxp_ssize c, const T *next) {                         \
+        double total = 0.0;                                                                       \
+        T M = (T)-INFINITY;                                                                       \
+        for (sxp_ssize b0 = 0; b0 < c; b0 += SUM_BLOCK * LANES) {                                \
+            sxp_ssize end = c - b0 < SUM_BLOCK * LANES ? c : b0 + SUM_BLOCK * LANES;             \
+            V m0 = BC(V, (T)-INFINITY), m1 = m0;                                                  \
+            sxp_ssize i = b0;                                                                    \
+            for (; i + 2 * LANES <= end; i += 2 * LANES) {                                        \
+                V u = *(const VU *)(x + i), v = *(const VU *)(x + i + LANES);                     \
+                m0 = SEL(V, I, u > m0, u, m0);                                                    \
+                m1 = SEL(V, I, v > m1, v, m1);                                                    \
+            }                                                                                     \
+            if (i + LANES <= end) {                                                               \
+                V u = *(const VU *)(x + i);                                                       \
+                m0 = SEL(V, I, u > m0, u, m0);                                                    \
+                i += LANES;                                                                       \
+            }                                                                                     \
+            if (i < end) {                                                                        \
+                V u = load_pad_##SFX(x + i, end - i, (T)-INFINITY);                               \
+                m1 = SEL(V, I, u > m1, u, m1);                                                    \
+            }                                                                                     \
+            T b = (T)hmax_##SFX(SEL(V, I, m1 > m0, m1, m0));                                      \
+            if (b > M) {                                                                          \
+                if (M != (T)-INFINITY) total *= exp((double)M - (double)b);                       \
+                M = b;                                                                            \
+            }                                                                                     \
+            T m = isfinite(M) ? M : (T)0; /* the shift (EXPSUM_OP's name for it) */               \
+            /* the next block (of this row or the next one) is fetched while this one's exps   \
+             * are computed, a cache line a step: else the reads and the exps alternate */       \
+            const T *ahead = end < c ? x + end : next;                                            \
+            sxp_ssize avail = end < c ? c - end : next != NULL ? c : 0;                          \
+            V s0 = BC(V, (T)0), s1 = s0;                                                          \
+            i = b0;                                                                               \
+            for (; i + 2 * LANES <= end; i += 2 * LANES) {                                        \
+                if (i - b0 + 2 * LANES <= avail) {                                                \
+                    __builtin_prefetch(ahead + (i - b0));                                         \
+                    if (SXP_VBYTES == 64) __builtin_prefetch(ahead + (i - b0) + LANES);           \
+                }                                                                                 \
+                EXPSUM_OP(SFX, T, V, VU, i, s0);                                                  \
+                EXPSUM_OP(SFX, T, V, VU, i + LANES, s1);                                          \
+            }                                                                                     \
+            if (i + LANES <= end) {                                                               \
+                EXPSUM_OP(SFX, T, V, VU, i, s0);                                                  \
+                i += LANES;                                                                       \
+            }                                                                                     \
+            if (i < end) EXPSUM_TAIL(SFX, T, V, VU, i, end - i, s1);                              \
+            total += hsum_##SFX(s0 + s1);                                                         \
+        }                                                                                         \
+        return (T)lse_finish((double)M, total);                                                   \
+    }                                                                                             \
+                                                                                                  \
+    /* Rows of at most nv = 1 or 2 vectors, SHORT_GROUP at a time (their chains overlap); the    \
+     * lanes are summed in double (hsum), one rounding fewer than the short forward's tree. */    \
+    SXP_INLINE void lse_short_##SFX(const char *x, sxp_ssize ldx, char *o, sxp_ssize ldo,      \
+                                    sxp_ssize c, int nv) {                                       \
+        V v0[SHORT_GROUP], v1[SHORT_GROUP];                                                       \
+        T m[SHORT_GROUP];                                                                         \
+        for (int r = 0; r < SHORT_GROUP; r++) {                                                   \
+            load_short_##SFX(x + r * ldx, c, nv, (T)-INFINITY, &v0[r], &v1[r]);                   \
+            m[r] = (T)hmax_##SFX(nv == 1 ? v0[r] : SEL(V, I, v1[r] > v0[r], v1[r], v0[r]));       \
+        }                                                                                         \
+        for (int r = 0; r < SHORT_GROUP; r++) {                                                   \
+            T sh = isfinite(m[r]) ? m[r] : (T)0;                                                  \
+            V e = vexp_##SFX(v0[r] - sh);                                                         \
+            if (nv == 2) e += vexp_##SFX(v1[r] - sh);                                             \
+            *(T *)(o + r * ldo) = (T)lse_finish((double)m[r], hsum_##SFX(e));                     \
+        }                                                                                         \
+    }                                                                                             \
+                                                                                                  \
+    static void logsumexp_##SFX(const char *x, sxp_ssize ldx, char *o, sxp_ssize ldo,          \
+                                sxp_ssize n, sxp_ssize c) {                                      \
+        sxp_ssize row = 0;                                                                       \
+        if (c >= 1 && c <= LANES)                                                                 \
+            for (; row + SHORT_GROUP <= n; row += SHORT_GROUP)                                    \
+                lse_short_##SFX(x + row * ldx, ldx, o + row * ldo, ldo, c, 1);                    \
+        else if (c > LANES && c <= 2 * LANES)                                                     \
+            for (; row + SHORT_GROUP <= n; row += SHORT_GROUP)                                    \
+                lse_short_##SFX(x + row * ldx, ldx, o + row * ldo, ldo, c, 2);                    \
+        for (; row < n; row++) {                                                                  \
+            const T *next = row + 1 < n ? (const T *)(x + (row + 1) * ldx) : NULL;                \
+            *(T *)(o + row * ldo) = lse_row_##SFX((const T *)(x + row * ldx), c, next);           \
+        }                                                                                         \
+    }                                                                                             \
+                                                                                                  \
+    /* The VJP: o[r, j] = g[r] * exp(x[r, j] - lse[r]), IEEE arithmetic throughout (lse NaN:      \
+     * NaN; lse +inf: g * 0 for finite x, NaN for x = +inf) but for one case: x = -inf in a row   \
+     * whose lse is -inf (a row of -inf only) gives 0, the limit of a vanishing term, not the     \
+     * NaN of exp(-inf - -inf). */                                                                \
+    static void logsumexp_vjp_##SFX(const char *x, sxp_ssize ldx, const char *l, sxp_ssize ldl, \
+                                    const char *g, sxp_ssize ldg, char *o, sxp_ssize ldo,       \
+                                    sxp_ssize n, sxp_ssize c) {                                  \
+        for (sxp_ssize row = 0; row < n; row++) {                                                \
+            const T *xr = (const T *)(x + row * ldx);                                             \
+            T *or_ = (T *)(o + row * ldo);                                                        \
+            T lr = *(const T *)(l + row * ldl), gr = *(const T *)(g + row * ldg);                 \
+            sxp_ssize i = 0;                                                                     \
+            if (lr == (T)-INFINITY) {                                                             \
+                for (; i < c; i += LANES) {                                                       \
+                    sxp_ssize k = c - i < LANES ? c - i : LANES;                                 \
+                    V u = load_pad_##SFX(xr + i, k, (T)0);                                        \
+                    V e = SEL(V, I, u == (T)-INFINITY, BC(V, (T)0), vexp_##SFX(u - lr) * gr);     \
+                    store_part_##SFX(or_ + i, e, k);                                              \
+                }                                                                                 \
+                continue;                                                                         \
+            }                                                                                     \
+            for (; i + 2 * LANES <= c; i += 2 * LANES) {                                          \
+                V u = *(const VU *)(xr + i), v = *(const VU *)(xr + i + LANES);                   \
+                *(VU *)(or_ + i) = vexp_##SFX(u - lr) * gr;                                       \
+                *(VU *)(or_ + i + LANES) = vexp_##SFX(v - lr) * gr;                               \
+            }                                                                                     \
+            if (i + LANES <= c) {                                                                 \
+                *(VU *)(or_ + i) = vexp_##SFX(*(const VU *)(xr + i) - lr) * gr;                   \
+                i += LANES;                                                                       \
+            }                                                                                     \
+            if (i < c)                                                                            \
+                store_part_##SFX(or_ + i, vexp_##SFX(load_pad_##SFX(xr + i, c - i, (T)0) - lr) * gr,\
+                                 c - i);                                                          \
+        }                                                                                         \
+    }
+
+DEFINE_LSE_KERNELS(float, f32, f32v, f32vu, f32i, F32_LANES)
+DEFINE_LSE_KERNELS(double, f64, f64v, f64vu, f64i, F64_LANES)
+
 const sxp_kernels SXP_TABLE = {
-    SXP_ISA_NAME, SXP_VBYTES, forward_f32, forward_f64, pair_f32,     pair_f64,
-    exp_f32,      exp_f64,    jacobian_f32, jacobian_f64,
+    SXP_ISA_NAME,      SXP_VBYTES,        forward_f32,  forward_f64,
+    pair_f32,          pair_f64,          exp_f32,      exp_f64,
+    jacobian_f32,      jacobian_f64,      logsumexp_f32, logsumexp_f64,
+    logsumexp_vjp_f32, logsumexp_vjp_f64,
 };

@@ -32,6 +32,18 @@ typedef struct {
                          sxp_ssize c, int take_log, float *scratch);
     void (*jacobian_f64)(const char *y, sxp_ssize ldy, char *o, sxp_ssize ldo, sxp_ssize n,
                          sxp_ssize c, int take_log, double *scratch);
+    /* logsumexp of n rows of c numbers of x into out[r] (out's items ldo bytes apart). */
+    void (*logsumexp_f32)(const char *x, sxp_ssize ldx, char *out, sxp_ssize ldo, sxp_ssize n,
+                          sxp_ssize c);
+    void (*logsumexp_f64)(const char *x, sxp_ssize ldx, char *out, sxp_ssize ldo, sxp_ssize n,
+                          sxp_ssize c);
+    /* Its VJP: o[r, j] = g[r] * exp(x[r, j] - lse[r]) (lse and g: n items, ldl / ldg apart). */
+    void (*logsumexp_vjp_f32)(const char *x, sxp_ssize ldx, const char *lse, sxp_ssize ldl,
+                              const char *g, sxp_ssize ldg, char *o, sxp_ssize ldo, sxp_ssize n,
+                              sxp_ssize c);
+    void (*logsumexp_vjp_f64)(const char *x, sxp_ssize ldx, const char *lse, sxp_ssize ldl,
+                              const char *g, sxp_ssize ldg, char *o, sxp_ssize ldo, sxp_ssize n,
+                              sxp_ssize c);
 } sxp_kernels;
 
 /* The baseline table (SSE2 on x86-64, NEON/ASIMD on aarch64, 16-byte generic vectors elsewhere),
