@@ -9,7 +9,7 @@ import sys
 import pytest
 
 import softmax_xp as sx
-from softmax_xp._kernels import KERNELS, Kernel
+from softmax_xp._kernels import KERNELS, NAMES, OF_OUTPUT, Kernel
 
 P, K = inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.KEYWORD_ONLY
 
@@ -26,17 +26,45 @@ def _expected(kernel: Kernel) -> list[tuple[str, inspect._ParameterKind, object]
     return [*params, ("xp", K, None)]
 
 
-#: (name, kind, default) per parameter, per public function: from the kernel registry.
-SIGNATURES = {name: _expected(k) for name, k in KERNELS.items()}
+#: (name, kind, default) per parameter, per public function: from the kernel registry for softmax,
+#: log_softmax and their derivatives; as documented (README, docs/api.rst) for the others.
+SIGNATURES = {name: _expected(KERNELS[name]) for name in NAMES if name in OF_OUTPUT}
+_LSE = [("x", P, None), ("axis", K, -1), ("where", K, None)]
+SIGNATURES["logsumexp"] = [
+    *_LSE, ("b", K, None), ("keepdims", K, False), ("return_sign", K, False), ("dtype", K, None),
+    ("xp", K, None),
+]  # fmt: skip
+SIGNATURES["logsumexp_jvp"] = [
+    ("x", P, None), ("lse", P, None), ("v", P, None), ("axis", K, -1), ("where", K, None),
+    ("xp", K, None),
+]  # fmt: skip
+SIGNATURES["logsumexp_vjp"] = [
+    ("x", P, None), ("lse", P, None), ("g", P, None), ("axis", K, -1), ("where", K, None),
+    ("xp", K, None),
+]  # fmt: skip
+SIGNATURES["softmax_cross_entropy"] = [
+    ("x", P, None), ("targets", P, None), ("axis", K, -1), ("where", K, None),
+    ("label_smoothing", K, 0.0), ("xp", K, None),
+]  # fmt: skip
+SIGNATURES["softmax_cross_entropy_with_integer_labels"] = [
+    ("x", P, None), ("labels", P, None), ("axis", K, -1), ("where", K, None),
+    ("label_smoothing", K, 0.0), ("ignore_index", K, None), ("xp", K, None),
+]  # fmt: skip
 CLASSES = {"SoftmaxJacobian", "LogSoftmaxJacobian"}
 
 
 def test_registry_declares_the_documented_kernels() -> None:
     """The registry's table against the documented API (the README's API table)."""
-    assert set(KERNELS) == {
+    assert set(NAMES) == {
         "softmax", "log_softmax", "softmax_jvp", "softmax_vjp", "softmax_jacobian",
         "log_softmax_jvp", "log_softmax_vjp", "log_softmax_jacobian",
+        "logsumexp", "logsumexp_jvp", "logsumexp_vjp",
+        "softmax_cross_entropy", "softmax_cross_entropy_with_integer_labels",
     }  # fmt: skip
+    assert set(SIGNATURES) == set(NAMES)
+    for k in KERNELS.values():  # every signature's arrays are the registry's
+        if k.public:
+            assert [p[0] for p in SIGNATURES[k.name] if p[1] is P] == list(k.args)
     assert SIGNATURES["softmax_vjp"] == [
         ("y", P, None), ("g", P, None), ("axis", K, -1), ("xp", K, None)
     ]  # fmt: skip

@@ -449,7 +449,7 @@ def logsumexp(
     weights = None if b is None else _v.prepare_weights(func, p, b)
     lse, sign = _call("logsumexp_weighted", p.arrays[0], weights, axis=p.axis, where=p.where, xp=xp)
     if not return_sign:
-        lse = xp.where(sign < 0, xp.asarray(float("nan"), dtype=lse.dtype), lse)
+        lse = xp.where(sign < 0, xp.full_like(lse, float("nan")), lse)  # log of a negative sum
     if not keepdims:
         lse, sign = _squeeze(xp, lse, p.axis), _squeeze(xp, sign, p.axis)
     lse, sign = _v.restore_dtype(p, lse), _v.restore_dtype(p, sign)

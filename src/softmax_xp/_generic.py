@@ -289,17 +289,13 @@ def _lse(x: Array, axis: tuple[int, ...], where: Array | None, xp: Namespace) ->
 
 
 def _probs(x: Array, lse: Array, where: Array | None, xp: Namespace) -> Array:
-    """``exp(x - lse)``, the softmax, from the slice's lse; 0 at masked-out entries and in a
-    slice whose lse is ``-inf`` (only ``-inf`` logits or all masked), NaN where lse is not
-    finite otherwise."""
-    neg = xp.logical_and(xp.isinf(lse), lse < _const(xp, lse, 0.0))
-    p = xp.exp(x - xp.where(xp.isfinite(lse), lse, _const(xp, lse, 0.0)))
-    p = xp.where(neg, _const(xp, p, 0.0), xp.where(_isposinf_or_nan(lse, xp), lse - lse, p))
+    """``exp(x - lse)``, the softmax, from the slice's lse, with softmax's edge values: NaN
+    throughout a slice whose lse is not finite (a ``+inf`` or NaN logit, or only ``-inf``
+    logits among the unmasked ones); 0 at masked-out entries (so an all-masked slice is 0)."""
+    finite = xp.isfinite(lse)
+    p = xp.exp(x - xp.where(finite, lse, _const(xp, lse, 0.0)))
+    p = xp.where(finite, p, _const(xp, p, math.nan))
     return p if where is None else xp.where(where, p, _const(xp, p, 0.0))
-
-
-def _isposinf_or_nan(a: Array, xp: Namespace) -> Array:
-    return xp.logical_or(xp.isnan(a), xp.logical_and(xp.isinf(a), a > _const(xp, a, 0.0)))
 
 
 @_quiet

@@ -25,8 +25,14 @@ from softmax_xp import _kernels, _testing
 
 __all__ = ["Row", "main", "run_checks", "torch_cuda_line"]
 
-#: Every kernel of the registry, forward kernels first (the order of the report).
-KERNELS = (*_kernels.FORWARD, *(n for n in _kernels.NAMES if n not in _kernels.FORWARD))
+#: The kernels whose derivatives take the forward output, forward kernels first (the order of
+#: the report); logsumexp and the cross-entropies are checked by :data:`LSE_KERNELS`.
+KERNELS = tuple(
+    dict.fromkeys(
+        n for n in (*_kernels.FORWARD, *_kernels.NAMES) if n in _kernels.OF_OUTPUT and n in _kernels.NAMES
+    )
+)
+
 
 THRESHOLDS = _testing.THRESHOLDS
 
