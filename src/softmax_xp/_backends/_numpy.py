@@ -527,6 +527,92 @@ def log_softmax_jacobian(l: Array, /, *, axis: Axes, xp: Namespace) -> Array:
     return _jacobian(l, axis, log=True)
 
 
+# -- logsumexp (C rows only) ---------------------------------------------------------------------
+
+
+def _lse_shape(x: NDArray, axis: Axes) -> tuple[int, ...]:
+    return tuple(1 if a in axis else d for a, d in enumerate(x.shape))
+
+
+def _small_last(x: NDArray, axis: Axes) -> bool:
+    """The direct route of ``hot``: C-contiguous, over the last axis, too small for threads."""
+    return axis == (x.ndim - 1,) and x.nbytes < _THREAD_MIN_BYTES and _direct(x)
+
+
+def logsumexp(x: Array, /, *, axis: Axes, where: Array | None = None, xp: Namespace) -> Array:
+    """``log(sum(exp(x)))`` over ``axis`` (kept as length-1 axes) by the C row kernels, which
+    read each row once (a streaming maximum and sum).
+
+    ``NotImplemented`` where the softmax C path would not run: a mask, another dtype, an empty
+    input, slices that are not contiguous rows, unaligned or byte-swapped data, or a build
+    without the C kernels."""
+    rows = _rows
+    if rows is None or where is not None or not _applies(x) or not isinstance(axis, tuple):
+        return NotImplemented
+    out = np.empty(_lse_shape(x, axis), x.dtype)
+    if _small_last(x, axis):
+        rows.logsumexp(np.reshape(x, (-1, x.shape[-1])), np.reshape(out, (-1,)))
+        return out
+    lay = _Layout([x], axis)
+    if not _rows_apply(lay):
+        return NotImplemented
+    xv, ov = lay.views[0], np.reshape(out, (lay.n_rows,))
+    step = max(1, _ROWS_TASK_BYTES // max(1, lay.row_items * x.itemsize))
+    lse = rows.logsumexp
+
+    def c_work(lo: int, hi: int) -> None:
+        for b in range(lo, hi):
+            lse(xv[b * step : (b + 1) * step], ov[b * step : (b + 1) * step])
+
+    _run_parallel(-(-lay.n_rows // step), lay.nbytes, c_work)
+    return out
+
+
+def logsumexp_vjp(
+    x: Array,
+    lse: Array,
+    g: Array,
+    /,
+    *,
+    axis: Axes,
+    where: Array | None = None,
+    xp: Namespace,
+) -> Array:
+    """``g * exp(x - lse)`` (``lse`` and ``g`` in the keepdims shape) by the C row kernels in
+    one pass; 0 where ``x`` and ``lse`` are both ``-inf`` (a row of ``-inf`` only).
+
+    ``NotImplemented`` where :func:`logsumexp` declines, or where ``lse`` or ``g`` is not of
+    the keepdims shape, aligned and native."""
+    rows = _rows
+    if rows is None or where is not None or not isinstance(axis, tuple):
+        return NotImplemented
+    if not _applies(x, lse, g) or lse.shape != _lse_shape(x, axis) or g.shape != lse.shape:
+        return NotImplemented
+    if not all(a.dtype.isnative and a.flags.aligned for a in (lse, g)):
+        return NotImplemented
+    out = np.empty(x.shape, x.dtype)
+    n = lse.size
+    lv, gv = np.reshape(lse, (n,)), np.reshape(g, (n,))  # views, or copies of n numbers
+    if _small_last(x, axis):
+        c = x.shape[-1]
+        rows.logsumexp_vjp(np.reshape(x, (-1, c)), lv, gv, np.reshape(out, (-1, c)))
+        return out
+    lay = _Layout([x, out], axis)
+    if not _rows_apply(lay):
+        return NotImplemented
+    xv, ov = lay.views
+    step = max(1, _ROWS_TASK_BYTES // max(1, lay.row_items * x.itemsize))
+    vjp = rows.logsumexp_vjp
+
+    def c_work(lo: int, hi: int) -> None:
+        for b in range(lo, hi):
+            s = slice(b * step, (b + 1) * step)
+            vjp(xv[s], lv[s], gv[s], ov[s])
+
+    _run_parallel(-(-n // step), lay.nbytes, c_work)
+    return out
+
+
 # -- results for other frameworks ---------------------------------------------------------------
 
 
