@@ -282,13 +282,14 @@ def make_lib(backend: Backend) -> Lib:
     raise AssertionError(b)  # pragma: no cover
 
 
-# -- tolerances: the one place they are set -------------------------------------------------------
+# -- tolerances: set in softmax_xp._testing, with the named ones ----------------------------------
 #: (rtol, atol) per result dtype, for comparisons against a float64 (or framework) reference.
 TOLERANCES = _testing.TOLERANCES
 FD_TOLERANCE = _testing.FD_TOLERANCE
 
 
-def tolerance(dtype_name: str) -> tuple[float, float]:
+def tolerance(dtype_name: str) -> _testing.Tolerance:
+    """The dtype's ``(rtol, atol)``; ``**tolerance(dtype).kw`` passes both as keywords."""
     return TOLERANCES[dtype_name]
 
 
