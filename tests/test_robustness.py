@@ -24,6 +24,21 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import softmax_xp as sx
+from softmax_xp._testing import (
+    BF16_ROUNDED,
+    BF16_VJP,
+    F32_JACOBIAN_VS_TORCH,
+    F32_VS_TORCH,
+    F64_LSTSQ,
+    F64_OTHER_ROUTE,
+    F64_REORDERED,
+    F64_TRACE_CANCELS,
+    F64_TRACE_EXACT,
+    FAST_PATH_ULPS,
+    HALF_ULPS,
+    LONGDOUBLE_ULPS,
+    SOLVE_AT_1E308,
+)
 
 numpy_session = pytest.mark.skipif(not in_session("numpy"), reason="runs in the numpy session")
 torch_session = pytest.mark.skipif(not in_session("torch"), reason="runs in the torch session")
@@ -50,7 +65,7 @@ def test_dtype_argument_of_either_byte_order_computes_in_native_float64(
     out = f(x, dtype=np.dtype(f"{order}f8"))  # type: ignore[operator]
     assert out.dtype == np.float64
     assert out.dtype.isnative
-    np.testing.assert_allclose(out, _ref_forward(f, x), rtol=1e-14, atol=1e-15)
+    np.testing.assert_allclose(out, _ref_forward(f, x), **F64_REORDERED.kw)
 
 
 @numpy_session
@@ -60,7 +75,7 @@ def test_longdouble_is_computed_in_longdouble(f: object) -> None:
         pytest.skip("longdouble is float64 on this platform")
     x = (np.arange(12, dtype=np.longdouble) / np.longdouble(7)).reshape(3, 4)
     x64 = x.astype(np.float64)
-    tol = 16 * np.finfo(np.longdouble).eps
+    tol = LONGDOUBLE_ULPS * np.finfo(np.longdouble).eps
     for out, xl in ((f(x), x), (f(x64, dtype=np.longdouble), x64.astype(np.longdouble))):  # type: ignore[operator]
         e = np.exp(xl - xl.max(axis=-1, keepdims=True))
         ref = e / e.sum(axis=-1, keepdims=True)
@@ -111,7 +126,7 @@ def test_numpy_bfloat16_computes_in_float32_and_returns_bfloat16() -> None:
         ref = _ref_forward(f, x64).astype(bf16).astype(np.float64)
         out = f(x)
         assert out.dtype == bf16
-        np.testing.assert_allclose(out.astype(np.float64), ref, rtol=2**-7, atol=2**-8)
+        np.testing.assert_allclose(out.astype(np.float64), ref, **BF16_ROUNDED.kw)
         out = f(x64, dtype=bf16)
         assert out.dtype == bf16
     y = sx.softmax(x)
@@ -120,7 +135,7 @@ def test_numpy_bfloat16_computes_in_float32_and_returns_bfloat16() -> None:
     ref = y64 * (v.astype(np.float64) - (y64 * v.astype(np.float64)).sum(-1, keepdims=True))
     out = sx.softmax_vjp(y, v)
     assert out.dtype == bf16
-    np.testing.assert_allclose(out.astype(np.float64), ref, rtol=2**-6, atol=2**-7)
+    np.testing.assert_allclose(out.astype(np.float64), ref, **BF16_VJP.kw)
     assert sx.SoftmaxJacobian(y).to_dense().dtype == bf16
 
 
@@ -166,7 +181,7 @@ def test_softmax_jacobian_solve_of_huge_or_infinite_b_warns_nothing(
     np.testing.assert_array_equal(out[~finite], want_np[~finite])  # inf, -inf and NaN exactly
     # the finite entries to rounding relative to the slice's scale (1e308): XLA under jit
     # reassociates the scaling, so the 0 comes out as a few ulps of 1e308
-    np.testing.assert_allclose(out[finite], want_np[finite], rtol=0, atol=1e308 * 1e-15)
+    np.testing.assert_allclose(out[finite], want_np[finite], **SOLVE_AT_1E308.kw)
 
 
 def test_operators_on_non_outputs_warn_nothing(lib: Lib) -> None:
@@ -319,9 +334,9 @@ def test_torch_cpu_tensors_under_another_default_device(how: str, nbytes: int) -
             jac = sx.softmax_jacobian(jy)
         for name, out in got.items():
             assert out.device.type == "cpu", name
-            torch.testing.assert_close(out, want[name], rtol=2e-6, atol=1e-6)
+            torch.testing.assert_close(out, want[name], **F32_VS_TORCH.kw)
         assert jac.device.type == "cpu"
-        torch.testing.assert_close(jac, want_jac, rtol=2e-6, atol=1e-7)
+        torch.testing.assert_close(jac, want_jac, **F32_JACOBIAN_VS_TORCH.kw)
 
 
 class _default_device:
@@ -621,7 +636,7 @@ def test_dask_unknown_sizes_every_function() -> None:
         "LogSoftmaxJacobian.trace": (sx.LogSoftmaxJacobian(ls).trace(), np.trace(ljac, 0, 1, 2)),
     }
     for name, (ours, want) in cases.items():
-        np.testing.assert_allclose(ours.compute(), want, rtol=1e-12, atol=1e-14, err_msg=name)
+        np.testing.assert_allclose(ours.compute(), want, **F64_OTHER_ROUTE.kw, err_msg=name)
 
 
 def _dask(a: np.ndarray) -> object:
@@ -639,9 +654,9 @@ def test_dask_unknown_sizes_along_the_softmax_axis() -> None:
     ls = sx.log_softmax(x, axis=0)
     ys = sx.softmax(x, axis=0)
     L, J = sx.LogSoftmaxJacobian(ls, axis=0), sx.SoftmaxJacobian(ys, axis=0)
-    np.testing.assert_allclose(L.trace().compute(), np.full(3, c - 1.0), rtol=1e-14)
+    np.testing.assert_allclose(L.trace().compute(), np.full(3, c - 1.0), **F64_TRACE_EXACT.kw)
     y_np = scipy.special.softmax(x_np, axis=0)
-    np.testing.assert_allclose(J.trace().compute(), 1 - (y_np**2).sum(0), rtol=1e-13)
+    np.testing.assert_allclose(J.trace().compute(), 1 - (y_np**2).sum(0), **F64_TRACE_CANCELS.kw)
     b, b_np = _unknown_rows(seed=6)
     dense = [np.diag(y_np[:, k]) - np.outer(y_np[:, k], y_np[:, k]) for k in range(3)]
     ldense = [np.eye(c) - np.outer(np.ones(c), y_np[:, k]) for k in range(3)]
@@ -649,7 +664,7 @@ def test_dask_unknown_sizes_along_the_softmax_axis() -> None:
         got = op.solve(b).compute()
         for k in range(3):
             want = np.linalg.lstsq(mats[k], b_np[:, k], rcond=None)[0]
-            np.testing.assert_allclose(got[:, k], want, rtol=1e-10, atol=1e-12)
+            np.testing.assert_allclose(got[:, k], want, **F64_LSTSQ.kw)
     for call, func in (
         (lambda: sx.softmax_jacobian(ys, axis=0), "softmax_jacobian"),
         (lambda: sx.log_softmax_jacobian(ls, axis=None), "log_softmax_jacobian"),
@@ -722,13 +737,16 @@ def test_numpy_fast_paths_across_thresholds_byte_orders_and_precisions(
     np.testing.assert_array_equal(v, v_in)
     if dtype in ("float16", "bfloat16"):
         # float32 arithmetic, rounded once to a dtype with 11 (8) significant bits
-        rtol = 2.0 ** (-10 if dtype == "float16" else -7)
+        ulp = 2.0 ** (-10 if dtype == "float16" else -7)
         np.testing.assert_allclose(
-            out.astype(np.float64), want.astype(np.float64), rtol=4 * rtol, atol=4 * rtol
+            out.astype(np.float64),
+            want.astype(np.float64),
+            rtol=HALF_ULPS * ulp,
+            atol=HALF_ULPS * ulp,
         )
         return
     eps = float(np.finfo(dt.newbyteorder("=")).eps)
-    tol = 64 * eps * max(1.0, math.log2(c) + 1)
+    tol = FAST_PATH_ULPS * eps * max(1.0, math.log2(c) + 1)
     np.testing.assert_allclose(
         out.astype(np.longdouble), want, rtol=tol, atol=tol * float(np.abs(want).max())
     )

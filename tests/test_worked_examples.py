@@ -15,6 +15,13 @@ import numpy as np
 from _support import Lib, assert_close
 
 import softmax_xp as sx
+from softmax_xp._testing import (
+    F64_JACOBIAN_FORMULA,
+    PRINTED_2_DECIMALS,
+    PRINTED_4_DECIMALS,
+    PRINTED_8_DECIMALS,
+    ROUNDED_INPUT_2_DECIMALS,
+)
 
 # example 002 (neuralthreads), printed output of softmax(x) and softmax_dash(x)
 X_002 = np.array([0.25, -1.0, 2.3, -0.2, 1.0])
@@ -56,8 +63,9 @@ def _cmu_batch_backward(a: np.ndarray, dlda: np.ndarray) -> np.ndarray:
 
 def test_neuralthreads_softmax_and_jacobian(lib: Lib) -> None:
     y = lib.call(sx.softmax, lib.asarray(X_002))
-    assert_close(lib, y, Y_002, dtype="float64", rtol=0, atol=5e-9)
-    assert_close(lib, lib.call(sx.softmax_jacobian, y), J_002, dtype="float64", rtol=0, atol=5e-9)
+    tol = PRINTED_8_DECIMALS
+    assert_close(lib, y, Y_002, dtype="float64", **tol.kw)
+    assert_close(lib, lib.call(sx.softmax_jacobian, y), J_002, dtype="float64", **tol.kw)
     # example 002's column-vector form: softmax over axis 0 of a (5, 1) array, J of shape (1, 5, 5)
     y_col = lib.call(sx.softmax, lib.asarray(X_002[:, None]), axis=0)
     assert_close(
@@ -65,25 +73,25 @@ def test_neuralthreads_softmax_and_jacobian(lib: Lib) -> None:
         lib.call(sx.softmax_jacobian, y_col, axis=0),
         J_002[None],
         dtype="float64",
-        rtol=0,
-        atol=5e-9,
+        **tol.kw,
     )
 
 
 def test_cmu_batch(lib: Lib) -> None:
     a = lib.call(sx.softmax, lib.asarray(Z_003))
-    assert_close(lib, a, A_003, dtype="float64", rtol=0, atol=0.005)
+    assert_close(lib, a, A_003, dtype="float64", **PRINTED_2_DECIMALS.kw)
     # The notes' J(1), J(2) were computed from A rounded to 2 decimals: compare ours on that A,
     # and ours on the exact A to the rounding error it implies (|dJ| <= 2 * 0.005).
     jac_rounded = lib.call(sx.softmax_jacobian, lib.asarray(A_003))
-    assert_close(lib, jac_rounded, np.stack([J1_003, J2_003]), dtype="float64", rtol=0, atol=5e-5)
+    assert_close(
+        lib, jac_rounded, np.stack([J1_003, J2_003]), dtype="float64", **PRINTED_4_DECIMALS.kw
+    )
     assert_close(
         lib,
         lib.call(sx.softmax_jacobian, a),
         np.stack([J1_003, J2_003]),
         dtype="float64",
-        rtol=0,
-        atol=0.01,
+        **ROUNDED_INPUT_2_DECIMALS.kw,
     )
     dldz = lib.call(sx.softmax_vjp, a, lib.asarray(DLDA_003))
     assert_close(
@@ -91,6 +99,5 @@ def test_cmu_batch(lib: Lib) -> None:
         dldz,
         _cmu_batch_backward(lib.to_numpy(a), DLDA_003),
         dtype="float64",
-        rtol=1e-12,
-        atol=1e-15,
+        **F64_JACOBIAN_FORMULA.kw,
     )
