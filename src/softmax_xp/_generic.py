@@ -378,7 +378,7 @@ def logsumexp_weighted(
 def _count(x: Array, axis: tuple[int, ...], where: Array | None, xp: Namespace) -> Array:
     """The number of unmasked entries of each slice (keepdims), in ``x``'s dtype."""
     if where is None:
-        c = math.prod(x.shape[a] for a in axis)
+        c = math.prod([x.shape[a] for a in axis])
         shape = tuple(1 if a in axis else s for a, s in enumerate(x.shape))
         return xp.full(shape, float(c), dtype=x.dtype, device=_device(x))
     return xp.sum(xp.astype(where, x.dtype), axis=axis, keepdims=True)
@@ -506,7 +506,7 @@ def _label_targets(
     into the slice over ``axis``), 0 throughout a slice whose label does not count; whether
     each slice's label is out of range (and not ``ignore_index``: its loss is NaN); whether it
     names a masked-out class (its log-probability is ``-inf``: its loss is ``+inf``)."""
-    c = math.prod(x.shape[a] for a in axis)
+    c = math.prod([x.shape[a] for a in axis])
     index = xp.reshape(
         xp.arange(c, dtype=labels.dtype, device=_device(x)),
         tuple(s if a in axis else 1 for a, s in enumerate(x.shape)),

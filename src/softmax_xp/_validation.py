@@ -425,7 +425,7 @@ def require_known_sizes(func: str, name: str, arr: Array, axis: tuple[int, ...])
 
 def axis_size(shape: tuple[int, ...], axis: tuple[int, ...]) -> int:
     """Number of elements of one softmax slice."""
-    return math.prod(shape[a] for a in axis)
+    return math.prod([shape[a] for a in axis])
 
 
 # -- logsumexp and the softmax cross-entropies ------------------------------------------------------
