@@ -132,10 +132,11 @@ def _assert_lse(got: NDArray, x: NDArray, axis: tuple[int, ...], what: str = "")
 
 
 def _vjp_ref(x: NDArray, lse: NDArray, g: NDArray) -> NDArray:
-    """``g * exp(x - lse)`` in float64 by NumPy, 0 where x and lse are both -inf."""
+    """``g * exp(x - lse)`` in float64 by NumPy; NaN throughout a slice whose lse is not finite
+    (softmax's edge values, as the generic kernel has them)."""
     x64, l64, g64 = (a.astype(np.float64) for a in (x, lse, g))
     with np.errstate(all="ignore"):
-        r: NDArray = np.where(np.isneginf(x64) & np.isneginf(l64), 0.0, g64 * np.exp(x64 - l64))
+        r: NDArray = np.where(np.isfinite(l64), g64 * np.exp(x64 - l64), np.nan)
     return r
 
 
@@ -383,8 +384,8 @@ def test_vjp_every_length(dtype: str, spy: _Spy) -> None:
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("c", [1, 3, 4, 8, 16, 17, 33, 100])
 def test_vjp_edges(c: int, dtype: str) -> None:
-    """IEEE arithmetic of the formula (lse NaN: NaN; lse +inf: 0 for finite x; x +inf or NaN:
-    NaN), but 0 for x = -inf in a row of -inf only (lse = -inf)."""
+    """NaN throughout a row whose lse is not finite (+inf, NaN, or -inf: a row of -inf only);
+    elsewhere IEEE arithmetic of the formula (x = -inf: 0; x = +inf: g * inf; x NaN: NaN)."""
     fast = _np_fast()
     x = _edge_rows(c, dtype)
     lse = fast.logsumexp(x, axis=(1,), xp=np)
@@ -392,9 +393,12 @@ def test_vjp_edges(c: int, dtype: str) -> None:
     got = fast.logsumexp_vjp(x, lse, g, axis=(1,), xp=np)
     _assert_vjp(got, x, lse, g, f"c={c}")
     all_neg = np.all(np.isneginf(x), axis=1)
-    assert np.all(got[all_neg] == 0)
-    # lse not from this x: NaN, +inf, -inf beside finite x; g of 0 and inf
+    assert all_neg.any()
+    assert np.all(np.isnan(got[all_neg]))
+    # lse not from this x: NaN, +inf, -inf beside finite x; g of 0 and inf; x of +-inf
     x2 = _rows_data(6, c, dtype, c)
+    x2[5, 0] = np.inf
+    x2[4, -1] = -np.inf
     lse2 = np.array([[np.nan], [np.inf], [-np.inf], [1.0], [2.0], [0.5]], dtype=dtype)
     g2 = np.array([[1.0], [2.0], [3.0], [0.0], [np.inf], [-1.0]], dtype=dtype)
     _assert_vjp(fast.logsumexp_vjp(x2, lse2, g2, axis=(1,), xp=np), x2, lse2, g2, f"c={c}")
@@ -419,6 +423,29 @@ def test_vjp_layouts(
     assert got is not NotImplemented
     assert spy.calls > 0
     _assert_vjp(got, x, lse, g)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("c", [1, 5, 16, 33, 1025])
+def test_agrees_with_the_generic_kernels(c: int, dtype: str, spy: _Spy) -> None:
+    """The fast path returns what ``softmax_xp._generic`` returns (the public functions take
+    either): NaN, inf and 0 at the same places, values within TOLERANCES."""
+    from softmax_xp import _generic
+
+    fast = _np_fast()
+    x = _edge_rows(c, dtype)
+    rtol, atol = TOLERANCES[dtype]
+    got = fast.logsumexp(x, axis=(1,), xp=np)
+    with np.errstate(all="ignore"):
+        want = _generic.logsumexp(x, axis=(1,), xp=np)
+    np.testing.assert_allclose(got, want, rtol=rtol, atol=atol)
+    g = np.random.default_rng(c).standard_normal(want.shape).astype(dtype)
+    got_v = fast.logsumexp_vjp(x, want, g, axis=(1,), xp=np)
+    with np.errstate(all="ignore"):
+        want_v = _generic.logsumexp_vjp(x, want, g, axis=(1,), xp=np)
+    np.testing.assert_allclose(got_v, want_v, rtol=rtol, atol=atol)
+    np.testing.assert_array_equal(got_v == 0, want_v == 0)
+    assert spy.calls == 2
 
 
 def test_vjp_finite_differences() -> None:

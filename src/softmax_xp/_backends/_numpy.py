@@ -579,7 +579,8 @@ def logsumexp_vjp(
     xp: Namespace,
 ) -> Array:
     """``g * exp(x - lse)`` (``lse`` and ``g`` in the keepdims shape) by the C row kernels in
-    one pass; 0 where ``x`` and ``lse`` are both ``-inf`` (a row of ``-inf`` only).
+    one pass, with the generic kernel's (softmax's) edge values: NaN throughout a slice whose
+    ``lse`` is not finite.
 
     ``NotImplemented`` where :func:`logsumexp` declines, or where ``lse`` or ``g`` is not of
     the keepdims shape, aligned and native."""

@@ -333,7 +333,8 @@ static PyMethodDef methods[] = {
     {"logsumexp", py_logsumexp, METH_VARARGS,
      "logsumexp(x, out): out[i] = log(sum(exp(x[i]))) per row of x (n, c); out (n,)."},
     {"logsumexp_vjp", py_logsumexp_vjp, METH_VARARGS,
-     "logsumexp_vjp(x, lse, g, out): out = g[i] * exp(x[i] - lse[i]) per row; lse, g (n,)."},
+     "logsumexp_vjp(x, lse, g, out): out = g[i] * exp(x[i] - lse[i]) per row (NaN where lse[i] "
+     "is not finite); lse, g (n,)."},
     {"exp", py_exp, METH_VARARGS, "exp(x, out): the kernels' own exp, elementwise (for tests)."},
     {NULL, NULL, 0, NULL},
 };

@@ -697,10 +697,9 @@ SXP_INLINE double lse_finish(double m, double s) {
         }                                                                                         \
     }                                                                                             \
                                                                                                   \
-    /* The VJP: o[r, j] = g[r] * exp(x[r, j] - lse[r]), IEEE arithmetic throughout (lse NaN:      \
-     * NaN; lse +inf: g * 0 for finite x, NaN for x = +inf) but for one case: x = -inf in a row   \
-     * whose lse is -inf (a row of -inf only) gives 0, the limit of a vanishing term, not the     \
-     * NaN of exp(-inf - -inf). */                                                                \
+    /* The VJP: o[r, j] = g[r] * exp(x[r, j] - lse[r]), g times the softmax, with softmax's edge  \
+     * values (as the generic kernel): NaN throughout a row whose lse is not finite (a +inf or   \
+     * NaN in the row, or only -inf); elsewhere IEEE arithmetic of the formula. */                \
     static void logsumexp_vjp_##SFX(const char *x, sxp_ssize ldx, const char *l, sxp_ssize ldl, \
                                     const char *g, sxp_ssize ldg, char *o, sxp_ssize ldo,       \
                                     sxp_ssize n, sxp_ssize c) {                                  \
@@ -709,13 +708,8 @@ SXP_INLINE double lse_finish(double m, double s) {
             T *or_ = (T *)(o + row * ldo);                                                        \
             T lr = *(const T *)(l + row * ldl), gr = *(const T *)(g + row * ldg);                 \
             sxp_ssize i = 0;                                                                     \
-            if (lr == (T)-INFINITY) {                                                             \
-                for (; i < c; i += LANES) {                                                       \
-                    sxp_ssize k = c - i < LANES ? c - i : LANES;                                 \
-                    V u = load_pad_##SFX(xr + i, k, (T)0);                                        \
-                    V e = SEL(V, I, u == (T)-INFINITY, BC(V, (T)0), vexp_##SFX(u - lr) * gr);     \
-                    store_part_##SFX(or_ + i, e, k);                                              \
-                }                                                                                 \
+            if (!isfinite(lr)) {                                                                  \
+                for (; i < c; i++) or_[i] = (T)NAN;                                               \
                 continue;                                                                         \
             }                                                                                     \
             for (; i + 2 * LANES <= c; i += 2 * LANES) {                                          \

@@ -37,7 +37,8 @@ typedef struct {
                           sxp_ssize c);
     void (*logsumexp_f64)(const char *x, sxp_ssize ldx, char *out, sxp_ssize ldo, sxp_ssize n,
                           sxp_ssize c);
-    /* Its VJP: o[r, j] = g[r] * exp(x[r, j] - lse[r]) (lse and g: n items, ldl / ldg apart). */
+    /* Its VJP: o[r, j] = g[r] * exp(x[r, j] - lse[r]), a row of NaN where lse[r] is not finite
+     * (lse and g: n items, ldl / ldg apart). */
     void (*logsumexp_vjp_f32)(const char *x, sxp_ssize ldx, const char *lse, sxp_ssize ldl,
                               const char *g, sxp_ssize ldg, char *o, sxp_ssize ldo, sxp_ssize n,
                               sxp_ssize c);
