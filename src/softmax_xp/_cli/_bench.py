@@ -7,13 +7,17 @@ time) and as a multiple of the time a plain copy of the same bytes takes *in the
 - JVP / VJP (two arrays read, one written): ``np.add(a, b, out=)`` / ``torch.add(out=)`` / a
   jitted JAX ``a + b``: the cheapest elementwise pass over those three arrays;
 - dense Jacobian (``N·C²`` numbers written): a fresh output written once (``np.empty`` + ``fill``,
-  ``torch.empty`` + ``fill_``, a jitted broadcast).
+  ``torch.empty`` + ``fill_``, a jitted broadcast);
+- logsumexp (x read once, one number per row written; its bytes are x's): reading x once, the
+  cheaper of ``np.max(x, axis=-1)`` and ``x.sum(axis=-1)`` in the same run (the max is the
+  cheaper for long rows, the sum for short ones); the row's ``extra`` names which.
 
-Peers: ``scipy.special.softmax`` / ``log_softmax``, ``torch.softmax``, torch autograd backward,
-``jax.nn.softmax`` under ``jit``, the backward of ``jax.vjp``, ``torch.func.jacrev`` /
-``jax.jacrev`` / ``jax.jacfwd`` (vmapped over rows), and a textbook double-loop Jacobian on a small
-shape. Every call returns a fresh output, as the peers do. Timings: a warm-up, then ``--repeats``
-samples; median with p20 / p80. CUDA timings use CUDA events after a synchronisation.
+Peers: ``scipy.special.softmax`` / ``log_softmax`` / ``logsumexp``, ``torch.softmax``, torch
+autograd backward, ``jax.nn.softmax`` under ``jit``, the backward of ``jax.vjp``,
+``torch.func.jacrev`` / ``jax.jacrev`` / ``jax.jacfwd`` (vmapped over rows), and a textbook
+double-loop Jacobian on a small shape. Every call returns a fresh output, as the peers do.
+Timings: a warm-up, then ``--repeats`` samples; median with p20 / p80. CUDA timings use CUDA
+events after a synchronisation.
 """
 
 from __future__ import annotations
@@ -179,11 +183,25 @@ def _textbook_jacobian(a: np.ndarray) -> np.ndarray:
     return out
 
 
+def _numpy_logsumexp() -> Callable[[np.ndarray], Any] | None:
+    """logsumexp over the last axis: the public ``softmax_xp.logsumexp`` where the package has
+    it, else the NumPy fast path itself (None where that would decline: no C kernels)."""
+    public = getattr(sx, "logsumexp", None)
+    if public is not None:
+        return lambda a: public(a, axis=-1)
+    if _rows_module() is None:
+        return None
+    from .._backends import _numpy
+
+    fast = _numpy.logsumexp
+    return lambda a: fast(a, axis=(a.ndim - 1,), xp=np)
+
+
 def _numpy_cases(shape: tuple[int, ...], dtype: str, jac: bool) -> list[Case]:
     rng = np.random.default_rng(0)
     x = rng.standard_normal(shape).astype(dtype)
     item = x.itemsize
-    n2, n3 = 2 * x.size * item, 3 * x.size * item
+    n1, n2, n3 = x.size * item, 2 * x.size * item, 3 * x.size * item
     if jac:
         y = sx.softmax(x)
         nj = shape[0] * shape[1] ** 2 * item
@@ -223,6 +241,8 @@ def _numpy_cases(shape: tuple[int, ...], dtype: str, jac: bool) -> list[Case]:
         Case("copy2", "np.copyto", "copy", lambda: np.copyto(o, x), n2),
         Case("copy2_fresh", "x.copy() (fresh output)", "copy", lambda: x.copy(), n2),
         Case("copy3", "np.add(out=)", "copy", lambda: np.add(x, g, out=o), n3),
+        Case("read1", "np.max(x, axis=-1)", "copy", lambda: np.max(x, axis=-1), n1),
+        Case("read1", "x.sum(axis=-1)", "copy", lambda: x.sum(axis=-1), n1),
         Case("softmax", "softmax_xp", "ours", lambda: sx.softmax(x), n2),
         Case("log_softmax", "softmax_xp", "ours", lambda: sx.log_softmax(x), n2),
         Case("softmax_vjp", "softmax_xp", "ours", lambda: sx.softmax_vjp(y, g), n3),
@@ -236,6 +256,9 @@ def _numpy_cases(shape: tuple[int, ...], dtype: str, jac: bool) -> list[Case]:
             n3,
         ),
     ]
+    lse = _numpy_logsumexp()
+    if lse is not None:
+        cases.append(Case("logsumexp", "softmax_xp", "ours", lambda: lse(x), n1))
     try:
         import scipy.special as ss
 
@@ -247,6 +270,13 @@ def _numpy_cases(shape: tuple[int, ...], dtype: str, jac: bool) -> list[Case]:
                 "peer",
                 lambda: ss.log_softmax(x, axis=-1),
                 n2,
+            ),
+            Case(
+                "logsumexp",
+                "scipy.special.logsumexp",
+                "peer",
+                lambda: ss.logsumexp(x, axis=-1),
+                n1,
             ),
         ]
     except ImportError:
@@ -581,11 +611,19 @@ def _fill_ratios(rows: list[Row]) -> None:
     for r in rows:
         groups.setdefault((r.backend, r.device, r.dtype, tuple(r.shape)), []).append(r)
     for rs in groups.values():
-        copies = {r.kernel: r.median_ms for r in rs if r.role == "copy"}
+        copies: dict[str, float] = {}  # per copy kernel, its cheapest implementation
+        for r in rs:
+            if r.role == "copy":
+                copies[r.kernel] = min(copies.get(r.kernel, math.inf), r.median_ms)
         for r in rs:
             if r.role == "copy":
                 continue
-            ref = copies.get("copy3" if r.bytes == 3 * math.prod(r.shape) * _item(r) else "copy2")
+            size = math.prod(r.shape) * _item(r)
+            ref = copies.get({3 * size: "copy3", size: "read1"}.get(r.bytes, "copy2"))
+            if r.bytes == size:  # which read of x once was the cheaper, the reference
+                r.extra["read_once"] = next(
+                    (c.impl for c in rs if c.kernel == "read1" and c.median_ms == ref), None
+                )
             if r.kernel.endswith("jacobian"):
                 ref = next(
                     (x.median_ms for x in rs if x.kernel == r.kernel and x.role == "copy"), None
@@ -648,9 +686,9 @@ def _plot(rows: list[Row], path: Path) -> str:
             series: dict[str, dict[int, float]] = {}
             for r in sel:
                 if r.role == "copy":
-                    n = "3" if r.kernel == "copy3" else "2"
-                    label = f"roofline: {r.impl} ({n} arrays)"
-                elif r.kernel in ("softmax", "softmax_vjp"):
+                    n = {"copy3": "3 arrays", "read1": "1 array"}.get(r.kernel, "2 arrays")
+                    label = f"roofline: {r.impl} ({n})"
+                elif r.kernel in ("softmax", "softmax_vjp", "logsumexp"):
                     label = f"{r.kernel}: {r.impl}"
                 else:
                     continue
@@ -661,6 +699,8 @@ def _plot(rows: list[Row], path: Path) -> str:
                     color = (
                         "grey"
                         if "(3 arrays)" in label
+                        else "tab:olive"
+                        if "(1 array)" in label
                         else "tab:brown"
                         if "fresh" in label
                         else "black"
