@@ -38,6 +38,7 @@ import jax
 import numpy as np
 
 from .. import _generic
+from .._kernels import OF_OUTPUT
 from . import _host as _hostmem
 
 #: Results at least this large are computed by the NumPy/C kernels. Measured crossover (one
@@ -52,15 +53,19 @@ Array = Any
 Namespace = Any
 Axes = tuple[int, ...]
 
-_cache: dict[tuple[str, Axes, bool, int], Callable[..., Any]] = {}
+Options = tuple[tuple[str, Any], ...]
+
+_cache: dict[tuple[str, Axes, bool, int, Options], Callable[..., Any]] = {}
 _lock = threading.Lock()
 
 
-def _jitted(name: str, axis: Axes, has_where: bool, xp: Namespace) -> Callable[..., Any]:
-    key = (name, axis, has_where, id(xp))
+def _jitted(
+    name: str, axis: Axes, has_where: bool, xp: Namespace, options: Options = ()
+) -> Callable[..., Any]:
+    key = (name, axis, has_where, id(xp), options)
     fn = _cache.get(key)
     if fn is None:
-        kernel = functools.partial(getattr(_generic, name), axis=axis, xp=xp)
+        kernel = functools.partial(getattr(_generic, name), axis=axis, xp=xp, **dict(options))
         if has_where:
 
             def run(*arrays: Any) -> Any:
@@ -148,13 +153,16 @@ def _host(name: str, arrays: tuple[Any, ...], axis: Axes, where: Any) -> Any:
     return jax.dlpack.from_dlpack(out, device=device, copy=False)
 
 
-def _call(name: str, arrays: tuple[Any, ...], axis: Axes, where: Any, xp: Namespace) -> Any:
+def _call(
+    name: str, arrays: tuple[Any, ...], axis: Axes, where: Any, xp: Namespace, **options: Any
+) -> Any:
     if not isinstance(axis, tuple):
         return NotImplemented
-    out = _host(name, arrays, axis, where)
-    if out is not NotImplemented:
-        return out
-    fn = _jitted(name, axis, where is not None, xp)
+    if not options and name in OF_OUTPUT:
+        out = _host(name, arrays, axis, where)
+        if out is not NotImplemented:
+            return out
+    fn = _jitted(name, axis, where is not None, xp, tuple(sorted(options.items())))
     return fn(*arrays) if where is None else fn(*arrays, where)
 
 
@@ -200,6 +208,89 @@ def softmax_jacobian(y: Array, /, *, axis: Axes, xp: Namespace) -> Array:
 def log_softmax_jacobian(l: Array, /, *, axis: Axes, xp: Namespace) -> Array:
     """Dense ``I - 1 softmaxᵀ``, fused into one write of the output."""
     return _call("log_softmax_jacobian", (l,), axis, None, xp)
+
+
+# -- logsumexp and the cross-entropies: the generic kernels, jitted (one XLA program each) --------
+def logsumexp(x: Array, /, *, axis: Axes, where: Array | None = None, xp: Namespace) -> Array:
+    """``m + log(sum(exp(x - m)))``, jitted."""
+    return _call("logsumexp", (x,), axis, where, xp)
+
+
+def logsumexp_weighted(
+    x: Array, b: Array | None, /, *, axis: Axes, where: Array | None = None, xp: Namespace
+) -> Any:
+    """``(log|sum(b exp(x))|, sign)``, jitted."""
+    return _call("logsumexp_weighted", (x, b), axis, where, xp)
+
+
+def logsumexp_jvp(
+    x: Array, lse: Array, v: Array, /, *, axis: Axes, where: Array | None = None, xp: Namespace
+) -> Array:
+    """``<softmax(x), v>`` from ``x`` and ``lse``, jitted."""
+    return _call("logsumexp_jvp", (x, lse, v), axis, where, xp)
+
+
+def logsumexp_vjp(
+    x: Array, lse: Array, g: Array, /, *, axis: Axes, where: Array | None = None, xp: Namespace
+) -> Array:
+    """``g * softmax(x)`` from ``x`` and ``lse``, jitted."""
+    return _call("logsumexp_vjp", (x, lse, g), axis, where, xp)
+
+
+def softmax_cross_entropy(
+    x: Array, targets: Array, /, *, axis: Axes, where: Array | None = None,
+    label_smoothing: float = 0.0, xp: Namespace,
+) -> Any:  # fmt: skip
+    """``(loss, lse)``, jitted."""
+    return _call("softmax_cross_entropy", (x, targets), axis, where, xp,
+                 label_smoothing=label_smoothing)  # fmt: skip
+
+
+def softmax_cross_entropy_jvp(
+    x: Array, targets: Array, lse: Array, v: Array, u: Array | None, /, *, axis: Axes,
+    where: Array | None = None, label_smoothing: float = 0.0, xp: Namespace,
+) -> Any:  # fmt: skip
+    """The tangents of ``(loss, lse)``, jitted."""
+    return _call("softmax_cross_entropy_jvp", (x, targets, lse, v, u), axis, where, xp,
+                 label_smoothing=label_smoothing)  # fmt: skip
+
+
+def softmax_cross_entropy_vjp(
+    x: Array, targets: Array, lse: Array, g: Array, h: Array, /, *, axis: Axes,
+    where: Array | None = None, label_smoothing: float = 0.0, xp: Namespace,
+) -> Any:  # fmt: skip
+    """The cotangents of ``x`` and the targets, jitted."""
+    return _call("softmax_cross_entropy_vjp", (x, targets, lse, g, h), axis, where, xp,
+                 label_smoothing=label_smoothing)  # fmt: skip
+
+
+def softmax_cross_entropy_with_integer_labels(
+    x: Array, labels: Array, /, *, axis: Axes, where: Array | None = None,
+    label_smoothing: float = 0.0, ignore_index: int | None = None, xp: Namespace,
+) -> Any:  # fmt: skip
+    """``(loss, lse)``, jitted."""
+    return _call("softmax_cross_entropy_with_integer_labels", (x, labels), axis, where, xp,
+                 label_smoothing=label_smoothing, ignore_index=ignore_index)  # fmt: skip
+
+
+def softmax_cross_entropy_with_integer_labels_jvp(
+    x: Array, labels: Array, lse: Array, v: Array, /, *, axis: Axes,
+    where: Array | None = None, label_smoothing: float = 0.0, ignore_index: int | None = None,
+    xp: Namespace,
+) -> Any:  # fmt: skip
+    """The tangents of ``(loss, lse)``, jitted."""
+    return _call("softmax_cross_entropy_with_integer_labels_jvp", (x, labels, lse, v), axis,
+                 where, xp, label_smoothing=label_smoothing, ignore_index=ignore_index)  # fmt: skip
+
+
+def softmax_cross_entropy_with_integer_labels_vjp(
+    x: Array, labels: Array, lse: Array, g: Array, h: Array, /, *, axis: Axes,
+    where: Array | None = None, label_smoothing: float = 0.0, ignore_index: int | None = None,
+    xp: Namespace,
+) -> Any:  # fmt: skip
+    """The cotangent of ``x``, jitted."""
+    return _call("softmax_cross_entropy_with_integer_labels_vjp", (x, labels, lse, g, h), axis,
+                 where, xp, label_smoothing=label_smoothing, ignore_index=ignore_index)  # fmt: skip
 
 
 # -- the common call's direct route (see softmax_xp._hot) ---------------------------------------
