@@ -241,3 +241,179 @@ def log_softmax_jacobian(l: Array, /, *, axis: Axes, xp: Namespace) -> Array:
     if out is not None:
         return torch.sub(eye, p.unsqueeze(-2), out=out)
     return eye - p.unsqueeze(-2)
+
+
+# -- logsumexp and the cross-entropies ---------------------------------------------------------------
+# One class dimension, no mask (other calls take the generic kernel). On dense CPU tensors outside
+# autograd, torch.func and torch.compile, the lse and the softmax-times-cotangent come from the
+# NumPy fast path's C row kernels on zero-copy views (one read of x for the lse; one read and one
+# write for the VJP): torch.logsumexp takes an amax pass, an x - max temporary, an exp pass and a
+# sum, and torch's cross_entropy keeps an N x C log_softmax. Elsewhere (CUDA, autograd recording
+# a second derivative, torch.func, torch.compile) the same values come from differentiable ATen
+# operations: torch.logsumexp, and torch.softmax for ``exp(x - lse)`` (the same edge values).
+
+_NP_XP: Any = None
+
+
+def _np_xp() -> Any:
+    global _NP_XP
+    if _NP_XP is None:
+        import array_api_compat.numpy as np_xp
+
+        _NP_XP = np_xp
+    return _NP_XP
+
+
+def _one_dim(x: Any, axis: Axes, where: Any) -> int | None:
+    """The class dimension where the fast paths below apply, else None."""
+    if where is not None or len(axis) != 1 or not isinstance(x, torch.Tensor):
+        return None
+    if x.dtype not in _FLOATS or x.numel() == 0:  # (validation refused sparse layouts)
+        return None
+    return axis[0]
+
+
+def _host_rows(name: str, arrays: Sequence[torch.Tensor], axis: Axes) -> Any:
+    """Kernel ``name`` of the NumPy fast path (the C row kernels) on zero-copy views of dense,
+    plain CPU tensors, while autograd records nothing; NotImplemented otherwise."""
+    if (
+        not _host.HAVE_ROWS
+        or torch.compiler.is_compiling()
+        or torch.is_grad_enabled() and any(a.requires_grad for a in arrays)
+        or not all(a.device.type == "cpu" and _plain(a.detach()) for a in arrays)
+    ):
+        return NotImplemented
+    from . import _numpy
+
+    out = getattr(_numpy, name)(*(a.detach().numpy() for a in arrays), axis=axis, xp=_np_xp())
+    return out if out is NotImplemented else torch.from_numpy(out)
+
+
+def _lse(x: torch.Tensor, dim: int) -> torch.Tensor:
+    out = _host_rows("logsumexp", [x], (dim,))
+    return torch.logsumexp(x, dim, keepdim=True) if out is NotImplemented else out
+
+
+def _probs_times(x: torch.Tensor, lse: torch.Tensor, g: torch.Tensor, dim: int) -> torch.Tensor:
+    """``g * softmax(x)`` (``g`` per slice), NaN throughout a slice whose lse is not finite."""
+    if g.shape == lse.shape and g.dtype == x.dtype:
+        out = _host_rows("logsumexp_vjp", [x, lse, g], (dim,))
+        if out is not NotImplemented:
+            return out  # type: ignore[no-any-return]
+    return torch.softmax(x, dim) * g
+
+
+def logsumexp(x: Array, /, *, axis: Axes, where: Array | None = None, xp: Namespace) -> Array:
+    """The C row kernels (one read of ``x``) on the CPU, else ``torch.logsumexp``."""
+    dim = _one_dim(x, axis, where)
+    return NotImplemented if dim is None else _lse(x, dim)
+
+
+def logsumexp_vjp(
+    x: Array, lse: Array, g: Array, /, *, axis: Axes, where: Array | None = None, xp: Namespace
+) -> Array:
+    """``g * softmax(x)``: the C row kernels in one pass on the CPU, else ``torch.softmax``."""
+    dim = _one_dim(x, axis, where)
+    if dim is None or not _applies(lse, g):
+        return NotImplemented
+    return _probs_times(x, lse, g, dim)
+
+
+def logsumexp_jvp(
+    x: Array, lse: Array, v: Array, /, *, axis: Axes, where: Array | None = None, xp: Namespace
+) -> Array:
+    """``<softmax(x), v>`` by ``torch.softmax``."""
+    dim = _one_dim(x, axis, where)
+    if dim is None or not _applies(x, v):
+        return NotImplemented
+    return (torch.softmax(x, dim) * v).sum(dim, keepdim=True)
+
+
+def _labels_parts(
+    x: torch.Tensor, labels: torch.Tensor, dim: int, ignore_index: int | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The labels clamped into range (for gather/scatter), whether each counts, and whether
+    each is out of range and not ignored (keepdims)."""
+    c = x.shape[dim]
+    valid = (labels >= 0) & (labels < c)
+    bad = ~valid
+    if ignore_index is not None:
+        valid = valid & (labels != ignore_index)
+        bad = bad & (labels != ignore_index)
+    return labels.clamp(0, c - 1), valid, bad
+
+
+def softmax_cross_entropy_with_integer_labels(
+    x: Array, labels: Array, /, *, axis: Axes, where: Array | None = None,
+    label_smoothing: float = 0.0, ignore_index: int | None = None, xp: Namespace,
+) -> Any:  # fmt: skip
+    """``(1 - eps) (lse - x[label]) + eps (lse - mean(x))`` from one lse pass and a gather."""
+    dim = _one_dim(x, axis, where)
+    if dim is None or not isinstance(labels, torch.Tensor) or labels.device != x.device:
+        return NotImplemented
+    lse = _lse(x, dim)
+    lab, valid, bad = _labels_parts(x, labels, dim, ignore_index)
+    loss = lse - x.gather(dim, lab)
+    if label_smoothing:
+        eps = label_smoothing
+        loss = (1.0 - eps) * loss + eps * (lse - x.mean(dim, keepdim=True))
+    nan = torch.tensor(math.nan, dtype=x.dtype, device=x.device)
+    loss = torch.where(valid, torch.where(torch.isfinite(lse), loss, nan), 0.0)
+    return torch.where(bad, nan, loss), lse
+
+
+def softmax_cross_entropy_with_integer_labels_vjp(
+    x: Array, labels: Array, lse: Array, g: Array, h: Array, /, *, axis: Axes,
+    where: Array | None = None, label_smoothing: float = 0.0, ignore_index: int | None = None,
+    xp: Namespace,
+) -> Any:  # fmt: skip
+    """``(g S + h) softmax - g onehot`` (smoothed): one softmax-times-cotangent pass and a
+    scatter (and one more pass with label smoothing)."""
+    dim = _one_dim(x, axis, where)
+    if dim is None or not _applies(lse, g, h) or not isinstance(labels, torch.Tensor):
+        return NotImplemented
+    lab, valid, _ = _labels_parts(x, labels, dim, ignore_index)
+    gv = torch.where(valid, g, 0.0)  # the loss's cotangent where the label counts
+    dx = _probs_times(x, lse, gv + h, dim)
+    eps = label_smoothing
+    # in place on a fresh result nothing else refers to, where nothing records it
+    inplace = not torch.compiler.is_compiling() and not torch.is_grad_enabled() and _plain(dx)
+    if inplace:
+        dx.scatter_add_(dim, lab, -(1.0 - eps) * gv)
+        if eps:
+            dx.sub_(gv * (eps / x.shape[dim]))
+        return dx
+    dx = dx.scatter_add(dim, lab, -(1.0 - eps) * gv)
+    return dx - gv * (eps / x.shape[dim]) if eps else dx
+
+
+def softmax_cross_entropy(
+    x: Array, targets: Array, /, *, axis: Axes, where: Array | None = None,
+    label_smoothing: float = 0.0, xp: Namespace,
+) -> Any:  # fmt: skip
+    """``sum(t (lse - x))`` (zero targets taking no part) from one lse pass."""
+    dim = _one_dim(x, axis, where)
+    if dim is None or not _applies(x, targets):
+        return NotImplemented
+    lse = _lse(x, dim)
+    eps = label_smoothing
+    t = targets if not eps else (1.0 - eps) * targets + eps / x.shape[dim]
+    gap = torch.where(torch.isinf(lse), math.nan, lse) - x
+    loss = torch.where(t != 0, t * gap, 0.0).sum(dim, keepdim=True)
+    return loss, lse
+
+
+def softmax_cross_entropy_vjp(
+    x: Array, targets: Array, lse: Array, g: Array, h: Array, /, *, axis: Axes,
+    where: Array | None = None, label_smoothing: float = 0.0, xp: Namespace,
+) -> Any:  # fmt: skip
+    """``((g S + h) softmax - g t, g (1 - eps) (lse - x))``."""
+    dim = _one_dim(x, axis, where)
+    if dim is None or not _applies(x, targets) or not _applies(lse, g, h):
+        return NotImplemented
+    eps = label_smoothing
+    t = targets if not eps else (1.0 - eps) * targets + eps / x.shape[dim]
+    s = t.sum(dim, keepdim=True)
+    dx = _probs_times(x, lse, g * s + h, dim) - g * t
+    dt = (g * (1.0 - eps)) * (torch.where(torch.isinf(lse), math.nan, lse) - x)
+    return dx, dt

@@ -388,6 +388,18 @@ def log_softmax_jacobian(l: Array, /, *, axis: Axes, xp: Namespace) -> Array:
     return _jacobian_op(l, r[0], r[1], True)
 
 
+# -- logsumexp and the cross-entropies: torch's own kernels on every device (see _torch) ---------
+logsumexp = _native.logsumexp
+logsumexp_jvp = _native.logsumexp_jvp
+logsumexp_vjp = _native.logsumexp_vjp
+softmax_cross_entropy = _native.softmax_cross_entropy
+softmax_cross_entropy_vjp = _native.softmax_cross_entropy_vjp
+softmax_cross_entropy_with_integer_labels = _native.softmax_cross_entropy_with_integer_labels
+softmax_cross_entropy_with_integer_labels_vjp = (
+    _native.softmax_cross_entropy_with_integer_labels_vjp
+)
+
+
 # -- the common call's direct route (see softmax_xp._hot) ---------------------------------------
 
 
