@@ -81,7 +81,9 @@ def test_weights_and_sign_match_scipy(lib: Lib, shape: tuple[int, ...], axis: Ax
     b.flat[1] = 0.0
     ax = _scipy_axis(axis, x.ndim)
     want, want_sign = sp.logsumexp(x, axis=ax, b=b, return_sign=True)
-    got, sign = lib.call(sx.logsumexp, lib.asarray(x), axis=axis, b=lib.asarray(b), return_sign=True)
+    got, sign = lib.call(
+        sx.logsumexp, lib.asarray(x), axis=axis, b=lib.asarray(b), return_sign=True
+    )
     assert_close(lib, got, want, dtype="float64")
     assert_close(lib, sign, want_sign, dtype="float64")
     # without return_sign, a negative sum's log is NaN, as in SciPy
@@ -201,9 +203,12 @@ def test_vjp_and_jvp_match_finite_differences(
         lib.asarray(np.reshape(g, bshape)),
         **kw,
     )
-    np.testing.assert_array_equal(lib.to_numpy(got_keep), lib.to_numpy(
-        lib.call(sx.logsumexp_vjp, lib.asarray(x), lib.asarray(lse), lib.asarray(g), **kw)
-    ))
+    np.testing.assert_array_equal(
+        lib.to_numpy(got_keep),
+        lib.to_numpy(
+            lib.call(sx.logsumexp_vjp, lib.asarray(x), lib.asarray(lse), lib.asarray(g), **kw)
+        ),
+    )
 
 
 def test_vjp_has_the_edge_values_of_softmax(lib: Lib) -> None:

@@ -115,7 +115,9 @@ def test_torch_targets_and_masks_gradcheck() -> None:
     assert torch.autograd.gradcheck(soft, (x, t), check_forward_ad=True, check_backward_ad=False)
     lab = torch.from_numpy(np.array([0, 0, 0, 0, 0]))
     for f in (
-        lambda x: sx.softmax_cross_entropy_with_integer_labels(x, lab, where=m, label_smoothing=0.3),
+        lambda x: sx.softmax_cross_entropy_with_integer_labels(
+            x, lab, where=m, label_smoothing=0.3
+        ),
         lambda x: sx.logsumexp(x, where=m),
         lambda x: sx.logsumexp(x.reshape(5, 2, 3), axis=(0, 2)),
     ):
@@ -136,7 +138,13 @@ def test_torch_func_transforms_match_torch(case: int) -> None:
     def total(f: Callable[..., Any]) -> Callable[..., Any]:
         return lambda x: f(x).sum()
 
-    for transform in (jacrev, jacfwd, hessian, lambda f: jacfwd(jacfwd(f)), lambda f: jacrev(jacfwd(f))):
+    for transform in (
+        jacrev,
+        jacfwd,
+        hessian,
+        lambda f: jacfwd(jacfwd(f)),
+        lambda f: jacrev(jacfwd(f)),
+    ):
         torch.testing.assert_close(transform(ours)(x), transform(theirs)(x), rtol=rtol, atol=atol)
     torch.testing.assert_close(
         vmap(jacrev(total(ours)))(x[None].expand(3, -1, -1)),
@@ -317,6 +325,4 @@ def test_jax_residuals_are_the_inputs_and_one_lse_per_row() -> None:
     res = saved_residuals(
         lambda x: optax.softmax_cross_entropy_with_integer_labels(x, lab).sum(), x
     )
-    assert any(
-        int(np.prod(r[0].shape)) >= n * c and "argument" not in r[1] for r in res
-    ), res
+    assert any(int(np.prod(r[0].shape)) >= n * c and "argument" not in r[1] for r in res), res

@@ -659,7 +659,9 @@ def softmax_cross_entropy_with_integer_labels(
     """
     func = "softmax_cross_entropy_with_integer_labels"
     eps = _v.check_label_smoothing(func, label_smoothing)
-    p, lab = _v.prepare_labels(func, x, labels, axis, where, None, ignore_index, None if xp is None else xp)
+    p, lab = _v.prepare_labels(
+        func, x, labels, axis, where, None, ignore_index, None if xp is None else xp
+    )
     c = _v.axis_size(tuple(p.arrays[0].shape), p.axis)
     _v.check_label_values(func, p.xp, lab, c, ignore_index)
     out = _forward(func, p.arrays[0], lab, axis=p.axis, where=p.where, xp=p.xp,

@@ -559,8 +559,7 @@ def prepare_labels(
         isinstance(ignore_index, bool) or not isinstance(ignore_index, int)
     ):
         raise TypeError(
-            f"{func}: argument `ignore_index` must be an int or None, got "
-            f"{_describe(ignore_index)}"
+            f"{func}: argument `ignore_index` must be an int or None, got {_describe(ignore_index)}"
         )
     _check_device(func, ("x", "labels"), (p.arrays[0], labels))
     return p, as_keepdims(func, "labels", xp, labels, _shape(p.arrays[0]), p.axis)
@@ -598,7 +597,9 @@ def check_label_values(func: str, xp: Namespace, labels: Array, c: int, ignore: 
     if ignore is not None:
         bad = xp.logical_and(bad, labels != ignore)
     if bool(xp.any(bad)):
-        first = int(xp.reshape(labels, (-1,))[int(xp.argmax(xp.astype(xp.reshape(bad, (-1,)), xp.int8)))])
+        first = int(
+            xp.reshape(labels, (-1,))[int(xp.argmax(xp.astype(xp.reshape(bad, (-1,)), xp.int8)))]
+        )
         raise ValueError(
             f"{func}: argument `labels` holds class index {first}, outside [0, {c}) for slices "
             f"of {c} classes" + ("" if ignore is None else f" (and not `ignore_index` = {ignore})")

@@ -209,7 +209,7 @@ def _lse_functions(
 
     def jvp_rule(ctx: Any, *tangents: Any) -> Any:
         inputs, lse, _, kw = _unpack(ctx)
-        inputs = tuple(_fwad.unpack_dual(i).primal for i in inputs)
+        inputs = tuple(_fwad.unpack_dual(i).primal for i in inputs)  # type: ignore[no-untyped-call]
         floats = [i for i, f in enumerate(ctx.float_inputs) if f]
         # x's tangent as a tensor; the targets' as None where they do not move (see _jax)
         tans = [

@@ -279,7 +279,7 @@ def _host_rows(name: str, arrays: Sequence[torch.Tensor], axis: Axes) -> Any:
     if (
         not _host.HAVE_ROWS
         or torch.compiler.is_compiling()
-        or torch.is_grad_enabled() and any(a.requires_grad for a in arrays)
+        or (torch.is_grad_enabled() and any(a.requires_grad for a in arrays))
         or not all(a.device.type == "cpu" and _plain(a.detach()) for a in arrays)
     ):
         return NotImplemented

@@ -29,7 +29,9 @@ __all__ = ["Row", "main", "run_checks", "torch_cuda_line"]
 #: the report); logsumexp and the cross-entropies are checked by :data:`LSE_KERNELS`.
 KERNELS = tuple(
     dict.fromkeys(
-        n for n in (*_kernels.FORWARD, *_kernels.NAMES) if n in _kernels.OF_OUTPUT and n in _kernels.NAMES
+        n
+        for n in (*_kernels.FORWARD, *_kernels.NAMES)
+        if n in _kernels.OF_OUTPUT and n in _kernels.NAMES
     )
 )
 
@@ -328,21 +330,151 @@ def _check_one(b: _Backend, dtype: str, kernel: str, rng: np.random.Generator) -
     return Row(b.name, b.device, dtype, kernel, err, err <= limit, ref.kind)
 
 
+# ----------------------------------------------------------------------------------------------
+# logsumexp and the cross-entropies: values against SciPy / torch / JAX / optax in float64,
+# derivatives against the framework's autodiff of its own function (float64 finite differences
+# of SciPy's logsumexp for libraries without autodiff)
+# ----------------------------------------------------------------------------------------------
+#: The checks of :func:`_check_lse`, in the order of the report.
+LSE_KERNELS = (
+    "logsumexp",
+    "logsumexp_jvp",
+    "logsumexp_vjp",
+    "softmax_cross_entropy",
+    "softmax_cross_entropy_with_integer_labels",
+    "softmax_cross_entropy (gradient)",
+    "softmax_cross_entropy_with_integer_labels (gradient)",
+)
+_LSE_SHAPE, _LSE_LABELS, _EPS = (5, 7), np.array([0, 6, 3, 2, 6]), 0.1
+
+
+def _lse_reference(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per row, float64 with exactly rounded sums: lse, softmax, log_softmax."""
+    lse = np.array([max(r) + math.log(math.fsum(math.exp(v - max(r)) for v in r)) for r in x])
+    return lse, np.exp(x - lse[:, None]), x - lse[:, None]
+
+
+def _losses(x: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The smoothed soft-target and label losses of the rows of ``x`` (float64 reference)."""
+    _, _, logp = _lse_reference(x)
+    c = x.shape[-1]
+    soft = -np.sum(((1 - _EPS) * t + _EPS / c) * logp, axis=-1)
+    hot = np.eye(c)[_LSE_LABELS]
+    labels = -np.sum(((1 - _EPS) * hot + _EPS / c) * logp, axis=-1)
+    return soft, labels
+
+
+def _fd_gradient(f: Callable[[np.ndarray], float], x: np.ndarray) -> np.ndarray:
+    grad = np.zeros_like(x)
+    for i in np.ndindex(x.shape):
+        step = np.zeros_like(x)
+        step[i] = _testing.FD_STEP
+        grad[i] = (f(x + step) - f(x - step)) / (2 * _testing.FD_STEP)
+    return grad
+
+
+def _framework_gradient(
+    b: _Backend, kernel: str, x: np.ndarray, t: np.ndarray, dtype: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """d sum(loss) / dx of ours and of the framework's own loss (torch: ``F.cross_entropy``;
+    JAX: ``-sum(t * jax.nn.log_softmax(x))``), each by the framework's autodiff."""
+    if b.name == "torch":
+        import torch
+
+        F = torch.nn.functional
+        xt = b.to_backend(x, dtype).requires_grad_()
+        tt, lab = b.to_backend(t, dtype), b.to_backend(_LSE_LABELS, "int64")
+        if kernel.startswith("softmax_cross_entropy_with"):
+            loss = sx.softmax_cross_entropy_with_integer_labels(xt, lab, label_smoothing=_EPS)
+        else:
+            loss = sx.softmax_cross_entropy(xt, tt, label_smoothing=_EPS)
+        (got,) = torch.autograd.grad(loss.sum(), xt)
+        x64 = torch.from_numpy(x).requires_grad_()
+        target = torch.from_numpy(t) if "labels" not in kernel else torch.from_numpy(_LSE_LABELS)
+        theirs = F.cross_entropy(x64, target, reduction="sum", label_smoothing=_EPS)
+        (want,) = torch.autograd.grad(theirs, x64)
+        return b.to_numpy(got), want.numpy()
+    import jax
+
+    labels = b.to_backend(_LSE_LABELS, "int64")
+    tb = b.to_backend(t, dtype)
+
+    def ours(a: Any) -> Any:
+        if kernel.startswith("softmax_cross_entropy_with"):
+            loss = sx.softmax_cross_entropy_with_integer_labels(a, labels, label_smoothing=_EPS)
+            return loss.sum()
+        return sx.softmax_cross_entropy(a, tb, label_smoothing=_EPS).sum()
+
+    got = jax.grad(ours)(b.to_backend(x, dtype))
+    c = x.shape[-1]
+    tt = np.eye(c)[_LSE_LABELS] if "labels" in kernel else t
+    ts = (1 - _EPS) * tt + _EPS / c
+    with jax.enable_x64(True):
+        want = jax.grad(lambda a: -(ts * jax.nn.log_softmax(a, axis=-1)).sum())(np.asarray(x))
+    return b.to_numpy(got), np.asarray(want)
+
+
+def _check_lse(b: _Backend, dtype: str, kernel: str, rng: np.random.Generator) -> Row | None:
+    x = (rng.standard_normal(_LSE_SHAPE) * 2.0).astype(dtype).astype(np.float64)
+    e = np.exp(rng.standard_normal(_LSE_SHAPE))
+    t = (e / e.sum(axis=-1, keepdims=True)).astype(dtype).astype(np.float64)
+    v = rng.standard_normal(_LSE_SHAPE).astype(dtype).astype(np.float64)
+    g = rng.standard_normal(_LSE_SHAPE[0]).astype(dtype).astype(np.float64)
+    lse, p, _ = _lse_reference(x)
+    xb = b.to_backend(x, dtype)
+    kind = "autodiff" if b.name in ("torch", "jax") else "finite differences"
+    if kernel.endswith("(gradient)"):
+        if kind != "autodiff":
+            return None  # the gradient comes from a framework's autodiff: torch and JAX only
+        got_np, want = _framework_gradient(b, kernel, x, t, dtype)
+        err = _rel_error(got_np, want)
+        return Row(b.name, b.device, dtype, kernel, err, err <= THRESHOLDS[(dtype, kind)], kind)
+    else:
+        ref = "float64 reference"
+        soft, labels = _losses(x, t)
+        if kernel == "logsumexp":
+            got, want = sx.logsumexp(xb), lse
+        elif kernel == "logsumexp_vjp":
+            got = sx.logsumexp_vjp(xb, sx.logsumexp(xb), b.to_backend(g, dtype))
+            if kind == "autodiff":
+                want = g[:, None] * p
+            else:
+                fd = _fd_gradient(lambda a: float(np.sum(_lse_reference(a)[0])), x)
+                want, ref = g[:, None] * fd, "finite differences"
+        elif kernel == "logsumexp_jvp":
+            got = sx.logsumexp_jvp(xb, sx.logsumexp(xb), b.to_backend(v, dtype))
+            want = np.sum(p * v, axis=-1)
+        elif kernel == "softmax_cross_entropy":
+            got = sx.softmax_cross_entropy(xb, b.to_backend(t, dtype), label_smoothing=_EPS)
+            want = soft
+        else:
+            got = sx.softmax_cross_entropy_with_integer_labels(
+                xb, b.to_backend(_LSE_LABELS, "int64"), label_smoothing=_EPS
+            )
+            want = labels
+    err = _rel_error(b.to_numpy(got), want)
+    limit = THRESHOLDS[(dtype, "finite differences" if ref == "finite differences" else "autodiff")]
+    return Row(b.name, b.device, dtype, kernel, err, err <= limit, ref)
+
+
 def run_checks(seed: int = 0) -> list[Row]:
     """Run every kernel on every installed backend, device and dtype; return the report rows."""
     rows: list[Row] = []
     rng = np.random.default_rng(seed)
     for b in _backends():
         for dtype in b.dtypes:
-            for kernel in KERNELS:
+            for kernel in (*KERNELS, *LSE_KERNELS):
+                check = _check_lse if kernel in LSE_KERNELS else _check_one
                 try:
                     if b.context is not None:
                         with b.context(dtype):
-                            rows.append(_check_one(b, dtype, kernel, rng))
+                            row = check(b, dtype, kernel, rng)
                     else:
-                        rows.append(_check_one(b, dtype, kernel, rng))
+                        row = check(b, dtype, kernel, rng)
                 except Exception as exc:  # a crash is a failure, reported, not raised
-                    rows.append(Row(b.name, b.device, dtype, kernel, math.inf, False, repr(exc)))
+                    row = Row(b.name, b.device, dtype, kernel, math.inf, False, repr(exc))
+                if row is not None:
+                    rows.append(row)
     return rows
 
 
