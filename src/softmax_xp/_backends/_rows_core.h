@@ -100,6 +100,29 @@ typedef int64_t i64x2 __attribute__((vector_size(16)));
 #define BC(V, c) ((V){0} + (c)) /* broadcast */
 #define SEL(V, I, m, a, b) ((V)(((m) & (I)(a)) | (~(m) & (I)(b))))
 
+/* a > b ? a : b and a < b ? a : b lane by lane (a NaN in b is kept, one in a gives b): one max or
+ * min instruction on SSE2 and AVX2 (their maxps is exactly a > b ? a : b), where SEL compiles to
+ * a compare and a blend (AVX2, 4 uops) or four logic instructions (SSE2). AVX-512's SEL is already
+ * a compare into a mask and a masked move; elsewhere SEL. */
+#if defined(__AVX__) && !defined(__AVX512F__)
+#include <immintrin.h>
+#define VMAX_f32(a, b) ((f32v)_mm256_max_ps((__m256)(a), (__m256)(b)))
+#define VMIN_f32(a, b) ((f32v)_mm256_min_ps((__m256)(a), (__m256)(b)))
+#define VMAX_f64(a, b) ((f64v)_mm256_max_pd((__m256d)(a), (__m256d)(b)))
+#define VMIN_f64(a, b) ((f64v)_mm256_min_pd((__m256d)(a), (__m256d)(b)))
+#elif defined(__SSE2__) && !defined(__AVX512F__)
+#include <emmintrin.h>
+#define VMAX_f32(a, b) ((f32v)_mm_max_ps((__m128)(a), (__m128)(b)))
+#define VMIN_f32(a, b) ((f32v)_mm_min_ps((__m128)(a), (__m128)(b)))
+#define VMAX_f64(a, b) ((f64v)_mm_max_pd((__m128d)(a), (__m128d)(b)))
+#define VMIN_f64(a, b) ((f64v)_mm_min_pd((__m128d)(a), (__m128d)(b)))
+#else
+#define VMAX_f32(a, b) SEL(f32v, f32i, (a) > (b), a, b)
+#define VMIN_f32(a, b) SEL(f32v, f32i, (a) < (b), a, b)
+#define VMAX_f64(a, b) SEL(f64v, f64i, (a) > (b), a, b)
+#define VMIN_f64(a, b) SEL(f64v, f64i, (a) < (b), a, b)
+#endif
+
 /* ---------------------------------------------------------------------------------------------
  * exp, branch-free, one vector at a time. x = n ln2 + r with n = round(x / ln2) and |r| <= ln2/2
  * (ln2 split in a high part with trailing zero bits, so that n * LN2_HI is exact, and a low
@@ -130,8 +153,8 @@ typedef int64_t i64x2 __attribute__((vector_size(16)));
 
 SXP_INLINE f32v vexp_f32(f32v x) {
     const float shifter = 12582912.0f; /* 1.5 * 2^23 */
-    f32v xc = SEL(f32v, f32i, x < -104.0f, BC(f32v, -104.0f), x); /* exp(-104) < 2^-150: 0 */
-    xc = SEL(f32v, f32i, xc > 89.0f, BC(f32v, 89.0f), xc);         /* exp(89) > FLT_MAX: inf */
+    f32v xc = VMAX_f32(BC(f32v, -104.0f), x); /* x < -104 ? -104 : x; exp(-104) < 2^-150: 0 */
+    xc = VMIN_f32(BC(f32v, 89.0f), xc);        /* exp(89) > FLT_MAX: inf; NaN stays NaN */
     f32v t = xc * 1.44269504088896341f + shifter;
     f32v n = t - shifter;
     f32v r = xc - n * 0.693145751953125f; /* ln 2 to 16 bits: n * ln2_hi is exact, |n| < 2^8 */
@@ -151,8 +174,8 @@ SXP_INLINE f32v vexp_f32(f32v x) {
 
 SXP_INLINE f64v vexp_f64(f64v x) {
     const double shifter = 6755399441055744.0; /* 1.5 * 2^52 */
-    f64v xc = SEL(f64v, f64i, x < -746.0, BC(f64v, -746.0), x); /* exp(-746) < 2^-1075: 0 */
-    xc = SEL(f64v, f64i, xc > 710.0, BC(f64v, 710.0), xc);       /* exp(710) > DBL_MAX: inf */
+    f64v xc = VMAX_f64(BC(f64v, -746.0), x); /* x < -746 ? -746 : x; exp(-746) < 2^-1075: 0 */
+    xc = VMIN_f64(BC(f64v, 710.0), xc);       /* exp(710) > DBL_MAX: inf; NaN stays NaN */
     f64v t = xc * 1.4426950408889634074 + shifter;
     f64v n = t - shifter;
     f64v r = xc - n * 6.93147180369123816490e-01; /* ln 2 to 32 bits (fdlibm's split) */
@@ -620,20 +643,15 @@ SXP_INLINE double lse_finish(double m, double s) {
             sxp_ssize end = c - b0 < SUM_BLOCK * LANES ? c : b0 + SUM_BLOCK * LANES;             \
             V m0 = BC(V, (T)-INFINITY), m1 = m0;                                                  \
             sxp_ssize i = b0;                                                                    \
-            for (; i + 2 * LANES <= end; i += 2 * LANES) {                                        \
-                V u = *(const VU *)(x + i), v = *(const VU *)(x + i + LANES);                     \
-                m0 = SEL(V, I, u > m0, u, m0);                                                    \
-                m1 = SEL(V, I, v > m1, v, m1);                                                    \
+            for (; i + 2 * LANES <= end; i += 2 * LANES) { /* (NaN never wins) */                 \
+                m0 = VMAX_##SFX(*(const VU *)(x + i), m0);                                        \
+                m1 = VMAX_##SFX(*(const VU *)(x + i + LANES), m1);                                \
             }                                                                                     \
             if (i + LANES <= end) {                                                               \
-                V u = *(const VU *)(x + i);                                                       \
-                m0 = SEL(V, I, u > m0, u, m0);                                                    \
+                m0 = VMAX_##SFX(*(const VU *)(x + i), m0);                                        \
                 i += LANES;                                                                       \
             }                                                                                     \
-            if (i < end) {                                                                        \
-                V u = load_pad_##SFX(x + i, end - i, (T)-INFINITY);                               \
-                m1 = SEL(V, I, u > m1, u, m1);                                                    \
-            }                                                                                     \
+            if (i < end) m1 = VMAX_##SFX(load_pad_##SFX(x + i, end - i, (T)-INFINITY), m1);       \
             T b = (T)hmax_##SFX(SEL(V, I, m1 > m0, m1, m0));                                      \
             if (b > M) {                                                                          \
                 if (M != (T)-INFINITY) total *= exp((double)M - (double)b);                       \
