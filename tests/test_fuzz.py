@@ -5,7 +5,7 @@ from a fixed list (0-size and 1-size axes included; a fixed list keeps ``jax.jit
 bounded), the axis (int, negative int, tuple, None), the mask (none, random, broadcast) and the
 value range (normal, huge: up to the dtype's max, -inf-heavy).
 
-Properties:
+Properties (each also for logsumexp and the cross-entropies, against SciPy):
 
 - forward: each result equals the float64 SciPy softmax of the values the array holds (over the
   unmasked entries), rounded to the dtype, within the dtype's tolerance; it is finite exactly
@@ -376,3 +376,52 @@ def test_operators_match_their_dense_matrices(lib: Lib, data: st.DataObject) -> 
             tol = atol + rtol * float(np.max(1 / np.min(pos, axis=-1, initial=np.inf), initial=1))
             tol *= float(np.max(np.abs(b), initial=1))
         assert_close(lib, out, ref, dtype=dtype, rtol=rtol, atol=tol)
+
+
+# -- logsumexp and the cross-entropies against SciPy ------------------------------------------------
+def _slices(a: np.ndarray, axis: Axis) -> np.ndarray:
+    return _rows(a, axis)
+
+
+@_settings()
+@given(data=st.data())
+def test_logsumexp_and_cross_entropies(lib: Lib, data: st.DataObject) -> None:
+    """logsumexp: SciPy's over the unmasked entries (``-inf`` for none), every value range.
+    The cross-entropies (normal and -inf-heavy logits; their values come from the lse, so
+    logits near the dtype's maximum are left to logsumexp): ``-sum(t * log_softmax)`` with the
+    table's log_softmax, zero targets and masked classes taking no part, a label on a masked
+    class giving ``+inf``."""
+    from scipy.special import logsumexp as sp_lse
+
+    c = Case(data, lib)
+    where = None if c.where is None else lib.asarray(c.where)
+    mask = c.full_mask()
+    xrows, mrows = _slices(c.x, c.axis), _slices(mask, c.axis)
+    batch = xrows.shape[:-1]
+    want = np.full(batch, -np.inf)
+    for idx in np.ndindex(batch):
+        r = xrows[idx][mrows[idx]]
+        if r.size:
+            with np.errstate(all="ignore"):
+                want[idx] = sp_lse(r)
+    x = lib.asarray(c.x, c.dtype)
+    got = _call(lib, sx.logsumexp, x, axis=c.axis, where=where)
+    assert_close(lib, got, _round(want, c.dtype), dtype=c.dtype, shape=batch)
+    if c.values == "huge" or xrows.shape[-1] == 0:
+        return
+    logp = _slices(scipy_forward(c.x, mask, c.axis, log=True), c.axis)
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1), label="targets"))
+    t = np.abs(_slices(c.t, c.axis))
+    t = np.where(rng.random(t.shape) < 0.2, 0.0, t).astype(_np_dtype(c.dtype)).astype(np.float64)
+    with np.errstate(invalid="ignore"):
+        soft = -np.sum(np.where((t == 0) | ~mrows, 0.0, t * logp), axis=-1)
+    tb = lib.asarray(_unrows(t, c.shape, c.axis), c.dtype)
+    got = _call(lib, sx.softmax_cross_entropy, x, tb, axis=c.axis, where=where)
+    assert_close(lib, got, _round(soft, c.dtype), dtype=c.dtype, shape=batch)
+    labels = rng.integers(0, xrows.shape[-1], batch)
+    picked = np.take_along_axis(logp, labels[..., None], -1)[..., 0]
+    on_mask = np.take_along_axis(mrows, labels[..., None], -1)[..., 0]
+    hard = np.where(on_mask, -picked, np.inf)
+    got = _call(lib, sx.softmax_cross_entropy_with_integer_labels, x,
+                lib.asarray(labels, "int64"), axis=c.axis, where=where)  # fmt: skip
+    assert_close(lib, got, _round(hard, c.dtype), dtype=c.dtype, shape=batch)
