@@ -5,7 +5,7 @@ from a fixed list (0-size and 1-size axes included; a fixed list keeps ``jax.jit
 bounded), the axis (int, negative int, tuple, None), the mask (none, random, broadcast) and the
 value range (normal, huge: up to the dtype's max, -inf-heavy).
 
-Properties (each also for logsumexp and the cross-entropies, against SciPy):
+Properties:
 
 - forward: each result equals the float64 SciPy softmax of the values the array holds (over the
   unmasked entries), rounded to the dtype, within the dtype's tolerance; it is finite exactly
@@ -14,7 +14,9 @@ Properties (each also for logsumexp and the cross-entropies, against SciPy):
 - the dense Jacobian equals float64 central finite differences of ``scipy.special.softmax`` /
   ``log_softmax`` (float64, small shapes);
 - the operators' matvec, rmatvec, diagonal, trace and solve equal the float64 dense matrices of
-  their definitions (solve: ``numpy.linalg.lstsq``), NaN slices included.
+  their definitions (solve: ``numpy.linalg.lstsq``), NaN slices included;
+- logsumexp equals SciPy's over the unmasked entries, and both cross-entropies equal
+  ``-sum(t * log_softmax)`` with SciPy's log_softmax (the table's rules at the edges).
 
 Each property runs at least 300 examples per backend (``HYPOTHESIS_PROFILE=long`` runs more).
 """
