@@ -1,0 +1,131 @@
+"""The torch and JAX fast paths of logsumexp and the cross-entropies against the generic kernel.
+
+Each backend function either returns ``NotImplemented`` (the generic kernel then runs) or agrees
+with the generic kernel run on the same arrays; the torch CPU path through the C row kernels is
+shown to run (its result is a tensor on a NumPy buffer)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+from _support import in_session
+
+from softmax_xp import _generic
+from softmax_xp._testing import TOLERANCES
+
+INF, NAN = np.inf, np.nan
+
+#: logits with the edge rows: a +inf, a NaN, a -inf among finite ones, all -inf
+X = np.array(
+    [[0.5, -1.0, 2.0, 0.0], [INF, 1.0, 0.0, 2.0], [NAN, 1.0, 0.0, 2.0], [-INF, 1.0, 0.5, 3.0],
+     [-INF, -INF, -INF, -INF], [3.0, 3.0, 3.0, 3.0]]
+)  # fmt: skip
+T = np.array(
+    [[0.1, 0.2, 0.3, 0.4], [0.0, 0.5, 0.5, 0.0], [0.0, 0.5, 0.5, 0.0], [0.0, 0.5, 0.25, 0.25],
+     [0.25, 0.25, 0.25, 0.25], [1.0, 0.0, 0.0, 0.0]]
+)  # fmt: skip
+LABELS = np.array([2, 1, 0, 0, 3, -100])[:, None]  # keepdims; the last one ignored
+G = np.array([1.0, -2.0, 0.5, 1.5, 1.0, 2.0])[:, None]
+H = np.array([0.5, 0.0, 1.0, -1.0, 0.0, 0.25])[:, None]
+OPTIONS = [{"label_smoothing": 0.0}, {"label_smoothing": 0.2}]
+
+
+def _calls(xp_arrays: Any) -> list[tuple[str, tuple[Any, ...], dict[str, Any]]]:
+    x, t, lab, g, h, lse = xp_arrays
+    out: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = [
+        ("logsumexp", (x,), {}),
+        ("logsumexp_vjp", (x, lse, g), {}),
+        ("logsumexp_jvp", (x, lse, t), {}),
+    ]
+    for o in OPTIONS:
+        out += [
+            ("softmax_cross_entropy", (x, t), o),
+            ("softmax_cross_entropy_vjp", (x, t, lse, g, h), o),
+            ("softmax_cross_entropy_with_integer_labels", (x, lab), {**o, "ignore_index": -100}),
+            (
+                "softmax_cross_entropy_with_integer_labels_vjp",
+                (x, lab, lse, g, h),
+                {**o, "ignore_index": -100},
+            ),  # fmt: skip
+        ]
+    return out
+
+
+def _agree(got: Any, want: Any, to_np: Any, dtype: str) -> None:
+    got = got if isinstance(got, tuple) else (got,)
+    want = want if isinstance(want, tuple) else (want,)
+    assert len(got) == len(want)
+    rtol, atol = TOLERANCES[dtype]
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_allclose(to_np(a), to_np(b), rtol=rtol, atol=atol, equal_nan=True)
+
+
+@pytest.mark.skipif(not in_session("torch"), reason="runs in the torch session")
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("axis", [1, 0])
+def test_torch_fast_paths_agree_with_the_generic_kernel(dtype: str, axis: int) -> None:
+    torch = pytest.importorskip("torch")
+    import array_api_compat
+
+    from softmax_xp._backends import _torch
+
+    xp = array_api_compat.array_namespace(torch.empty(0))
+
+    def t(a: np.ndarray, dt: Any = None) -> Any:
+        a = a if axis == 1 else np.ascontiguousarray(a.T)
+        return torch.from_numpy(a).to(getattr(torch, dtype) if dt is None else dt)
+
+    x = t(X)
+    lse = _generic.logsumexp(x, axis=(axis,), xp=xp)
+    arrays = (x, t(T), t(LABELS, torch.int64), t(G), t(H), lse)
+    ran = 0
+    for name, args, kw in _calls(arrays):
+        fast = getattr(_torch, name)(*args, axis=(axis,), xp=xp, **kw)
+        if fast is NotImplemented:
+            continue
+        ran += 1
+        want = getattr(_generic, name)(*args, axis=(axis,), xp=xp, **kw)
+        _agree(fast, want, lambda a: a.detach().double().numpy(), dtype)
+    assert ran == len(_calls(arrays))  # every one has a torch path for one dense dim
+
+
+@pytest.mark.skipif(not in_session("torch"), reason="runs in the torch session")
+def test_torch_cpu_lse_runs_the_c_row_kernels() -> None:
+    torch = pytest.importorskip("torch")
+    from softmax_xp._backends import _host, _torch
+
+    if not _host.HAVE_ROWS:
+        pytest.skip("built without the C row kernels")
+    x = torch.randn(8, 300)
+    out = _torch._host_rows("logsumexp", [x], (1,))
+    assert isinstance(out, torch.Tensor)
+    torch.testing.assert_close(out[:, 0], torch.logsumexp(x, 1))
+    # tracked by autograd, it is torch's own (differentiable) kernels instead
+    assert _torch._host_rows("logsumexp", [x.requires_grad_()], (1,)) is NotImplemented
+
+
+@pytest.mark.skipif(not in_session("jax"), reason="runs in the jax session")
+@pytest.mark.parametrize("axis", [1, 0])
+def test_jax_jitted_kernels_agree_with_the_generic_kernel(axis: int) -> None:
+    jax = pytest.importorskip("jax")
+    import array_api_compat
+
+    from softmax_xp._backends import _jax
+
+    with jax.enable_x64(True):
+        jnp = jax.numpy
+        xp = array_api_compat.array_namespace(jnp.empty(0))
+
+        def j(a: np.ndarray, dt: Any = None) -> Any:
+            return jnp.asarray(a if axis == 1 else a.T, dtype=dt)
+
+        x = j(X)
+        lse = _generic.logsumexp(x, axis=(axis,), xp=xp)
+        arrays = (x, j(T), j(LABELS, jnp.int64), j(G), j(H), lse)
+        for name, args, kw in _calls(arrays):
+            fast = getattr(_jax, name)(*args, axis=(axis,), xp=xp, **kw)
+            assert fast is not NotImplemented
+            want = getattr(_generic, name)(*args, axis=(axis,), xp=xp, **kw)
+            _agree(fast, want, np.asarray, "float64")
