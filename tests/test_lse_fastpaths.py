@@ -48,7 +48,7 @@ def _calls(xp_arrays: Any) -> list[tuple[str, tuple[Any, ...], dict[str, Any]]]:
                 "softmax_cross_entropy_with_integer_labels_vjp",
                 (x, lab, lse, g, h),
                 {**o, "ignore_index": -100},
-            ),  # fmt: skip
+            ),
         ]
     return out
 
