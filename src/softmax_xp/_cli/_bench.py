@@ -9,10 +9,14 @@ time) and as a multiple of the time a plain copy of the same bytes takes *in the
 - dense Jacobian (``N·C²`` numbers written): a fresh output written once (``np.empty`` + ``fill``,
   ``torch.empty`` + ``fill_``, a jitted broadcast);
 - logsumexp (x read once, one number per row written; its bytes are x's): reading x once, the
-  cheaper of ``np.max(x, axis=-1)`` and ``x.sum(axis=-1)`` in the same run (the max is the
-  cheaper for long rows, the sum for short ones); the row's ``extra`` names which.
+  cheaper of ``np.max(x, axis=-1)`` and ``x.sum(axis=-1)`` (torch: ``amax`` and ``sum``) in the
+  same run (the max is the cheaper for long rows, the sum for short ones); the row's ``extra``
+  names which;
+- a cross-entropy training step (torch, integer labels: the loss's forward and backward; the
+  bytes of x read twice and its gradient written): the 3-array copy.
 
-Peers: ``scipy.special.softmax`` / ``log_softmax`` / ``logsumexp``, ``torch.softmax``, torch
+Peers: ``scipy.special.softmax`` / ``log_softmax`` / ``logsumexp``, ``torch.softmax``,
+``torch.logsumexp``, ``torch.nn.functional.cross_entropy`` (forward + backward), torch
 autograd backward, ``jax.nn.softmax`` under ``jit``, the backward of ``jax.vjp``,
 ``torch.func.jacrev`` / ``jax.jacrev`` / ``jax.jacfwd`` (vmapped over rows), and a textbook
 double-loop Jacobian on a small shape. Every call returns a fresh output, as the peers do.
@@ -368,6 +372,45 @@ def _torch_cases(shape: tuple[int, ...], dtype: str, jac: bool, device: str) -> 
             n3,
         ),
         Case("softmax_jvp", "softmax_xp", "ours", lambda: sx.softmax_jvp(y, g), n3),
+        *_torch_lse_cases(x, xr),
+    ]
+
+
+def _torch_lse_cases(x: Any, xr: Any) -> list[Case]:
+    """logsumexp, and one cross-entropy training step (forward + backward, integer labels): x
+    read for the lse, then read again and its gradient written (the bytes of three arrays)."""
+    import torch
+
+    n1, n3 = x.numel() * x.element_size(), 3 * x.numel() * x.element_size()
+    labels = torch.randint(0, x.shape[-1], x.shape[:-1], generator=torch.Generator().manual_seed(1))
+    labels = labels.to(x.device)
+    F = torch.nn.functional
+
+    def step(loss: Callable[[Any], Any]) -> Callable[[], Any]:
+        def run() -> Any:
+            return torch.autograd.grad(loss(xr).sum(), xr)[0]
+
+        return run
+
+    return [
+        Case("read1", "x.amax(-1)", "copy", lambda: x.amax(-1), n1),
+        Case("read1", "x.sum(-1)", "copy", lambda: x.sum(-1), n1),
+        Case("logsumexp", "softmax_xp", "ours", lambda: sx.logsumexp(x), n1),
+        Case("logsumexp", "torch.logsumexp", "peer", lambda: torch.logsumexp(x, -1), n1),
+        Case(
+            "cross_entropy_step",
+            "softmax_xp",
+            "ours",
+            step(lambda a: sx.softmax_cross_entropy_with_integer_labels(a, labels)),
+            n3,
+        ),
+        Case(
+            "cross_entropy_step",
+            "F.cross_entropy",
+            "peer",
+            step(lambda a: F.cross_entropy(a, labels, reduction="none")),
+            n3,
+        ),
     ]
 
 
