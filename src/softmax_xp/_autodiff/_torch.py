@@ -295,6 +295,8 @@ log_softmax = _adapter("log_softmax")
 
 def _lse_adapter(name: str) -> Callable[..., Tensor]:
     single = name == "logsumexp"
+    # the C entry of Function.apply (see hot): no inspect.signature binding per call
+    apply_direct = torch._C._FunctionBase.__dict__["apply"].__get__(None, _FUNCTIONS[name][1])
 
     def adapt(
         *arrays: Tensor, axis: tuple[int, ...], where: Tensor | None, xp: Any, **options: Any
@@ -303,7 +305,14 @@ def _lse_adapter(name: str) -> Callable[..., Tensor]:
             out = call(name, *arrays, axis=axis, where=where, xp=xp, **options)
         else:
             st = _Options(axis, xp, tuple(sorted(options.items())))
-            out = function(name).apply(*arrays, where, st)  # type: ignore[no-untyped-call]
+            if (
+                torch.compiler.is_compiling()
+                or torch._C._are_functorch_transforms_active()
+                or any(torch._C._functorch.is_functorch_wrapped_tensor(a) for a in arrays)
+            ):
+                out = function(name).apply(*arrays, where, st)  # type: ignore[no-untyped-call]
+            else:
+                out = apply_direct(*arrays, where, st)
         return out if single else out[0]  # type: ignore[no-any-return]
 
     adapt.__name__ = adapt.__qualname__ = name
