@@ -9,7 +9,10 @@ median time per call (µs) and the ratio ours / peer.
 Peers: ``scipy.special.softmax`` / ``log_softmax`` (NumPy; the JVP/VJP against the NumPy
 expression), ``torch.softmax`` / ``torch.log_softmax``, ``torch._softmax_backward_data`` /
 ``torch._log_softmax_backward_data`` (what torch's own autograd calls), a forward + backward
-under torch autograd, and ``jax.nn.softmax`` / ``log_softmax`` eager and under ``jax.jit``.
+under torch autograd, and ``jax.nn.softmax`` / ``log_softmax`` eager and under ``jax.jit``;
+for logsumexp ``scipy.special.logsumexp``, ``torch.logsumexp`` and ``jax.nn.logsumexp``, and for
+the integer-label cross-entropy ``torch.nn.functional.cross_entropy(reduction='none')``, alone and
+under autograd.
 """
 
 from __future__ import annotations
@@ -114,6 +117,8 @@ def _numpy_cases(x: np.ndarray) -> list[Case]:
              lambda: sx.log_softmax_vjp(l, g), lambda: log_vjp(l, g)),
         Case("numpy", "log_softmax_jvp", "NumPy expression",
              lambda: sx.log_softmax_jvp(l, g), lambda: log_jvp(l, g)),
+        Case("numpy", "logsumexp", "scipy.special.logsumexp",
+             lambda: sx.logsumexp(x), lambda: scipy.special.logsumexp(x, axis=-1)),
     ]  # fmt: skip
 
 
@@ -133,6 +138,16 @@ def _torch_cases(x_np: np.ndarray) -> list[Case]:
 
         return run
 
+    F = torch.nn.functional
+    labels = torch.arange(x.shape[0]) % x.shape[-1]
+
+    def step(fn: Callable[[Any], Any]) -> Callable[[], Any]:
+        def run() -> Any:
+            (gx,) = torch.autograd.grad(fn(xr).sum(), xr)
+            return gx
+
+        return run
+
     return [
         Case("torch", "softmax", "torch.softmax",
              lambda: sx.softmax(x), lambda: torch.softmax(x, -1)),
@@ -148,6 +163,14 @@ def _torch_cases(x_np: np.ndarray) -> list[Case]:
              fb(sx.softmax), fb(lambda t: torch.softmax(t, -1))),
         Case("torch", "log_softmax forward + backward", "torch.log_softmax under autograd",
              fb(sx.log_softmax), fb(lambda t: torch.log_softmax(t, -1))),
+        Case("torch", "logsumexp", "torch.logsumexp",
+             lambda: sx.logsumexp(x), lambda: torch.logsumexp(x, -1)),
+        Case("torch", "cross-entropy (labels)", "F.cross_entropy(reduction='none')",
+             lambda: sx.softmax_cross_entropy_with_integer_labels(x, labels),
+             lambda: F.cross_entropy(x, labels, reduction="none")),
+        Case("torch", "cross-entropy forward + backward", "F.cross_entropy under autograd",
+             step(lambda t: sx.softmax_cross_entropy_with_integer_labels(t, labels)),
+             step(lambda t: F.cross_entropy(t, labels, reduction="none"))),
     ]  # fmt: skip
 
 
@@ -168,6 +191,8 @@ def _jax_cases(x_np: np.ndarray) -> list[Case]:
              lambda: ours_jit(x), lambda: peer_jit(x)),
         Case("jax", "log_softmax under jax.jit", "jax.jit(jax.nn.log_softmax)",
              lambda: ours_ljit(x), lambda: peer_ljit(x)),
+        Case("jax", "logsumexp", "jax.nn.logsumexp (eager)",
+             lambda: sx.logsumexp(x), lambda: jax.nn.logsumexp(x, -1)),
     ]  # fmt: skip
 
 
