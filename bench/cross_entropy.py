@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import subprocess
 import sys
@@ -90,16 +89,6 @@ def _times(impls: list[str], n: int, c: int, repeats: int) -> dict[str, float]:
     return {i: statistics.median(s) * 1e3 for i, s in samples.items()}
 
 
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--shape", type=int, nargs=2, default=[4096, 32768])
@@ -110,11 +99,12 @@ def main(argv: list[str]) -> int:
     import torch
 
     from softmax_xp._backends import _host
+    from softmax_xp._cli._bench import _cpu_name
 
     n, c = args.shape
     impls = args.only or list(IMPLS)
     result: dict[str, Any] = {
-        "cpu": _cpu(),
+        "cpu": _cpu_name(),
         "isa": _host.rows.isa() if _host.HAVE_ROWS else None,
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,

@@ -108,15 +108,30 @@ def _functions(
         with _fwad._set_fwd_grad_enabled(True):
             return call(jvp, saved[0], x_t, axis=ctx.st.axis, xp=ctx.st.xp, **_kw(saved))  # type: ignore[no-any-return]
 
-    # Built with type() so that the class (and torch's generated ``...Backward`` node) carries
-    # the kernel's name: ``_SoftmaxBackward``, ``_LogSoftmaxFwdBackward``.
+    saves = "the output" + (" and the mask" if masked else " only")
+    return _pair(kernel, saves, forward, setup_context, backward, setup_context_fwd, jvp_rule)
+
+
+def _pair(
+    kernel: Kernel,
+    saves: str,
+    forward: Callable[..., Any],
+    setup_context: Callable[..., None],
+    backward: Callable[..., Any],
+    setup_context_fwd: Callable[..., None],
+    jvp_rule: Callable[..., Any],
+) -> tuple[type[torch.autograd.Function], type[torch.autograd.Function]]:
+    """The Function of ``kernel`` from its rules, and its subclass with the forward-mode rule.
+
+    Built with type() so that the class (and torch's generated ``...Backward`` node) carries the
+    kernel's name: ``_SoftmaxBackward``, ``_LogSoftmaxFwdBackward``."""
+    name = kernel.name
     title = "".join(part.title() for part in name.split("_"))
     rule: type[torch.autograd.Function] = type(
         f"_{title}",
         (torch.autograd.Function,),
         {
-            "__doc__": f"``{name}``; backward ``{vjp}``; saves the output"
-            + (" and the mask." if masked else " only."),
+            "__doc__": f"``{name}``; backward ``{kernel.vjp}``; saves {saves}.",
             "__module__": __name__,
             "generate_vmap_rule": True,
             "forward": staticmethod(forward),
@@ -128,7 +143,7 @@ def _functions(
         f"_{title}Fwd",
         (rule,),
         {
-            "__doc__": f"``_{title}`` with the forward-mode rule ``{jvp}`` (outside compile).",
+            "__doc__": f"``_{title}`` with the forward-mode rule ``{kernel.jvp}`` (outside compile).",
             "__module__": __name__,
             "setup_context": staticmethod(setup_context_fwd),
             "jvp": staticmethod(jvp_rule),
@@ -222,31 +237,8 @@ def _lse_functions(
             out = call(jvp, *inputs, lse, *tans, **kw)
         return out if single else tuple(out)
 
-    title = "".join(part.title() for part in name.split("_"))
-    doc = f"``{name}``; backward ``{vjp}``; saves the inputs and one log-sum-exp per slice."
-    rule: type[torch.autograd.Function] = type(
-        f"_{title}",
-        (torch.autograd.Function,),
-        {
-            "__doc__": doc,
-            "__module__": __name__,
-            "generate_vmap_rule": True,
-            "forward": staticmethod(forward),
-            "setup_context": staticmethod(setup_context),
-            "backward": staticmethod(backward),
-        },
-    )
-    rule_fwd: type[torch.autograd.Function] = type(
-        f"_{title}Fwd",
-        (rule,),
-        {
-            "__doc__": f"``_{title}`` with the forward-mode rule ``{jvp}`` (outside compile).",
-            "__module__": __name__,
-            "setup_context": staticmethod(setup_context_fwd),
-            "jvp": staticmethod(jvp_rule),
-        },
-    )
-    return rule, rule_fwd
+    saves = "the inputs and one log-sum-exp per slice"
+    return _pair(kernel, saves, forward, setup_context, backward, setup_context_fwd, jvp_rule)
 
 
 #: forward kernel name -> (Function, Function with jvp)
