@@ -129,3 +129,22 @@ def test_jax_jitted_kernels_agree_with_the_generic_kernel(axis: int) -> None:
             assert fast is not NotImplemented
             want = getattr(_generic, name)(*args, axis=(axis,), xp=xp, **kw)
             _agree(fast, want, np.asarray, "float64")
+
+
+@pytest.mark.skipif(not in_session("torch"), reason="runs in the torch session")
+@pytest.mark.parametrize("shape", [(4, 8), (3, 1), (2, 3, 5), (0, 4), (300, 2048), (7,)])
+def test_torch_logsumexp_route_is_the_full_path(shape: tuple[int, ...]) -> None:
+    """The common call's route (int axis, nothing else) gives what the full path gives (asked for
+    with ``keepdims=True``, which takes no route), bit for bit, and stays differentiable."""
+    torch = pytest.importorskip("torch")
+    import softmax_xp as sx
+
+    x = torch.randn(shape, dtype=torch.float64)
+    for axis in (-1, 0):
+        got = sx.logsumexp(x, axis=axis)
+        full = sx.logsumexp(x, axis=axis, keepdims=True).squeeze(axis)
+        torch.testing.assert_close(got, full, rtol=0, atol=0)
+    xr = x.clone().requires_grad_()
+    (g,) = torch.autograd.grad(sx.logsumexp(xr).sum(), xr)
+    torch.testing.assert_close(g, torch.softmax(x, -1), rtol=TOLERANCES["float64"][0],
+                               atol=TOLERANCES["float64"][1])  # fmt: skip

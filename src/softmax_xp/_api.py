@@ -436,6 +436,13 @@ def logsumexp(
     (array(1.54132485), array(-1.))
     """
     func = "logsumexp"
+    if (
+        where is None and b is None and keepdims is False and return_sign is False
+        and dtype is None and xp is None and type(axis) is int
+    ):  # fmt: skip
+        run = _route(func, x, axis)  # the common call: validated once per key
+        if run is not None and (out := run(x)) is not NotImplemented:
+            return out
     if not isinstance(keepdims, bool):
         raise TypeError(f"{func}: argument `keepdims` must be a bool, got {keepdims!r}")
     if not isinstance(return_sign, bool):

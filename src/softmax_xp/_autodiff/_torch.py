@@ -331,6 +331,8 @@ def hot(name: str, axis: tuple[int, ...], xp: Any, sample: Any, run: Callable[..
         return None
     if torch.compiler.is_compiling():
         return NOT_NOW
+    if name not in OF_OUTPUT:
+        return _plain_route(run)
     vjp = KERNELS[name].vjp
     assert vjp is not None
     st = _Static(axis, xp, (run, hot_route(vjp, "torch", axis, xp, sample)))
@@ -349,5 +351,19 @@ def hot(name: str, axis: tuple[int, ...], xp: Any, sample: Any, run: Callable[..
         if _fwad._current_level >= 0 or wrapped(x):
             return NotImplemented
         return run(x)  # checks the layout itself
+
+    return adapt
+
+
+def _plain_route(run: Callable[..., Any]) -> Callable[..., Any]:
+    """The route of a kernel that keeps an lse (logsumexp): ``run`` for tensors that nothing
+    differentiates; tracked ones take the full path (its ``autograd.Function``)."""
+    compiling = torch.compiler.is_compiling
+    wrapped = torch._C._functorch.is_functorch_wrapped_tensor
+
+    def adapt(x: Tensor) -> Any:
+        if compiling() or x.requires_grad or _fwad._current_level >= 0 or wrapped(x):
+            return NotImplemented
+        return run(x)
 
     return adapt

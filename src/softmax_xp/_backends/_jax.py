@@ -301,6 +301,8 @@ def hot(name: str, axis: Axes, xp: Namespace, sample: Any) -> Any:
     and axes bound (tracers, under ``jit`` and every transformation, get no route)."""
     if isinstance(sample, jax.core.Tracer) or not isinstance(sample, jax.Array):
         return None
+    if name not in OF_OUTPUT:  # logsumexp: its eager call is one jitted program already
+        return None
     if name in ("softmax", "log_softmax"):
         # the plain program with the axes closed over: jit's dispatch then hashes no static
         # argument (the same program as ``_plain[name]``)

@@ -388,6 +388,40 @@ def log_softmax_jacobian(l: Array, /, *, axis: Axes, xp: Namespace) -> Array:
     return _jacobian_op(l, r[0], r[1], True)
 
 
+def _lse_route(axis: Axes, xp: Namespace, sample: torch.Tensor) -> Callable[..., Any]:
+    """logsumexp's route for CPU tensors, in the public (batch) shape: a small contiguous tensor
+    over its last dim, that nothing differentiates, goes straight to the C row kernel on NumPy
+    views (into a fresh tensor); any other the backend's kernel."""
+    from . import _host, _numpy
+
+    dim = axis[0]
+    strided, compiling = torch.strided, torch.compiler.is_compiling
+    wrapped = torch._C._functorch.is_functorch_wrapped_tensor
+    rows = _host.rows if _host.HAVE_ROWS and dim == sample.ndim - 1 else None
+    small = _numpy._THREAD_MIN_BYTES
+    floats = (torch.float32, torch.float64)
+    lse = _native.logsumexp
+
+    def reduce(x: torch.Tensor) -> Any:
+        if x.layout is not strided or not x.is_cpu or compiling():
+            return NotImplemented
+        if (
+            rows is not None
+            and x.dtype in floats
+            and 0 < x.nbytes < small
+            and x.is_contiguous()
+            and not x.requires_grad
+            and not wrapped(x)
+        ):
+            out = torch.empty(x.shape[:-1], dtype=x.dtype)
+            rows.logsumexp(x.numpy().reshape(-1, x.shape[-1]), out.numpy().reshape(-1))
+            return out
+        res = lse(x, axis=axis, xp=xp)
+        return res if res is NotImplemented else res.squeeze(dim)
+
+    return reduce
+
+
 # -- logsumexp and the cross-entropies: torch's own kernels on every device (see _torch) ---------
 logsumexp = _native.logsumexp
 logsumexp_jvp = _native.logsumexp_jvp
@@ -417,6 +451,8 @@ def hot(name: str, axis: Axes, xp: Namespace, sample: Any) -> Any:
     strided, compiling = torch.strided, torch.compiler.is_compiling
     huge = _native._HUGE_MIN_BYTES
 
+    if name == "logsumexp":
+        return _lse_route(axis, xp, sample)
     if name in ("softmax", "log_softmax"):
         op = torch.softmax if name == "softmax" else torch.log_softmax
 
