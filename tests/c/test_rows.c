@@ -18,7 +18,13 @@
  *     and constant rows; ranges down to exp's underflow), and the edge values of
  *     scipy.special.logsumexp exactly: NaN / +inf / -inf at every position as above, rows of
  *     -inf only, with +inf and NaN, huge (near the largest finite) and tiny (-1e30) values, an
- *     empty row; its VJP, edges included (NaN throughout where lse is not finite).
+ *     empty row; its VJP, edges included (NaN throughout where lse is not finite);
+ *   - the cross-entropy with integer labels: its lse as logsumexp's, its loss within 8 ulps of a
+ *     long double reference from that lse (the generic kernel's definition, every edge value
+ *     exactly), its VJP likewise, at label smoothing 0, 0.1 and 1, labels at the ends, in the
+ *     middle, ignored (-100 and an in-range one) and out of range, on the lengths and rows of
+ *     logsumexp's checks and on edge rows: NaN / +inf / -inf at a label and elsewhere, rows of
+ *     -inf (with one finite value), huge values (lse - x overflowing), tiny ones, empty rows.
  * Exit status 0 when everything passes; the output names every failure.
  */
 #include <float.h>
@@ -512,6 +518,225 @@ static int lse_agree(double got, long double want, double eps) {
 DEFINE_LSE_CHECKS(float, f32, FLT_EPSILON)
 DEFINE_LSE_CHECKS(double, f64, DBL_EPSILON)
 
+/* ---- the cross-entropy with integer labels and its VJP against a long double reference ---- */
+
+/* A finite loss is within CE_ULPS ulps (relative: every term of the loss is >= 0) of the
+ * reference computed from the lse the kernel returned beside it (that lse is checked as
+ * logsumexp's, within LSE_ULPS of its own reference). */
+#define CE_ULPS 8.0L
+/* A VJP entry (g S + h) p - g t: exp carries the rounding of x - lse (as in logsumexp's VJP),
+ * and the difference may cancel: VJP_ULPS eps times (|a p| (2 + |x - lse|) + |g t|). */
+#define CE_VJP_ULPS 4.0L
+static double ce_worst;
+static const double ce_smoothing[3] = {0.0, 0.1, 1.0};
+
+/* A row's label: 0 counts, 1 ignored, 2 out of range. */
+static int ref_state(int64_t l, int c, int has_ignore, long long ignore) {
+    if (has_ignore && l == ignore) return 1;
+    return l >= 0 && l < c ? 0 : 2;
+}
+
+#define DEFINE_CE_CHECKS(T, SFX, EPS, TINY)                                                     \
+    static T ch_##SFX[ROWS], closs_##SFX[ROWS + 1], clse_##SFX[ROWS + 1];                       \
+    static int64_t clab_##SFX[ROWS];                                                            \
+                                                                                                \
+    /* The loss of a row x of c numbers whose label state is st, from the kernel's lse: the    \
+     * generic kernel's definition, sum_j t_j (lse - x_j) with no term where t_j = 0, +inf     \
+     * where some lse - x_j of a positive target overflows in T. */                             \
+    static long double ref_ce_##SFX(const T *x, int c, int64_t l, int st, T lse, double eps) {  \
+        if (st != 0) return st == 1 ? 0 : (long double)NAN;                                     \
+        if (!isfinite(lse)) return NAN;                                                         \
+        if (eps == 0) return isinf((T)(lse - x[l])) ? INFINITY : (long double)lse - x[l];       \
+        long double w = (long double)eps / c, s = (1 - (long double)eps) * ((long double)lse - x[l]); \
+        for (int j = 0; j < c; j++) {                                                           \
+            T gap = lse - x[j];                                                                 \
+            if (isinf(gap)) return INFINITY;                                                    \
+            s += w * ((long double)lse - x[j]);                                                 \
+        }                                                                                       \
+        return s;                                                                               \
+    }                                                                                           \
+                                                                                                \
+    /* ce_labels and then ce_labels_vjp (on the lse it returned) on the ROWS rows of lx with    \
+     * the labels in clab; every row checked. */                                                \
+    static void run_ce_##SFX(const sxp_kernels *k, int c, double eps, int has_ignore,           \
+                             long long ignore, const char *what) {                              \
+        static long double xl[LMAXC];                                                           \
+        int ld = c + PAD;                                                                       \
+        sxp_labels lab = {(const char *)clab_##SFX, (sxp_ssize)sizeof(int64_t), eps, ignore,    \
+                          has_ignore};                                                          \
+        closs_##SFX[ROWS] = clse_##SFX[ROWS] = (T)12345;                                        \
+        k->ce_labels_##SFX((const char *)lx_##SFX, ld * (sxp_ssize)sizeof(T), &lab,             \
+                           (char *)closs_##SFX, (sxp_ssize)sizeof(T), (char *)clse_##SFX,       \
+                           (sxp_ssize)sizeof(T), ROWS, c);                                      \
+        if (closs_##SFX[ROWS] != (T)12345 || clse_##SFX[ROWS] != (T)12345)                      \
+            FAIL("%s ce_labels_" #SFX " c=%d wrote past its outputs", k->name, c);              \
+        for (int r = 0; r < ROWS; r++) {                                                        \
+            const T *xr = lx_##SFX + r * ld;                                                    \
+            for (int i = 0; i < c; i++) xl[i] = xr[i];                                          \
+            int st = ref_state(clab_##SFX[r], c, has_ignore, ignore);                           \
+            if (!lse_agree(clse_##SFX[r], ref_lse(xl, c), EPS)) {                               \
+                FAIL("%s ce_labels_" #SFX " c=%d eps=%g row %d (%s): lse %a want %La", k->name, \
+                     c, eps, r, what, (double)clse_##SFX[r], ref_lse(xl, c));                   \
+                return;                                                                         \
+            }                                                                                   \
+            long double want = ref_ce_##SFX(xr, c, clab_##SFX[r], st, clse_##SFX[r], eps);      \
+            T got = closs_##SFX[r];                                                             \
+            int ok;                                                                             \
+            if (isnan(want) || isinf(want) || want == 0) {                                      \
+                ok = isnan(want) ? isnan(got) : got == (T)want;                                 \
+            } else {                                                                            \
+                double err = (double)(fabsl((long double)got - want) / (EPS * fabsl(want)));    \
+                if (err > ce_worst) ce_worst = err;                                             \
+                ok = err <= CE_ULPS;                                                            \
+            }                                                                                   \
+            if (!ok) {                                                                          \
+                FAIL("%s ce_labels_" #SFX " c=%d eps=%g row %d label %lld (%s): got %a want %La", \
+                     k->name, c, eps, r, (long long)clab_##SFX[r], what, (double)got, want);    \
+                return;                                                                         \
+            }                                                                                   \
+        }                                                                                       \
+        for (int r = 0; r < ROWS; r++) {                                                        \
+            lg_##SFX[r] = (T)uniform(-3, 3);                                                    \
+            ch_##SFX[r] = (T)uniform(-1, 1);                                                    \
+        }                                                                                       \
+        k->ce_labels_vjp_##SFX((const char *)lx_##SFX, ld * (sxp_ssize)sizeof(T), &lab,         \
+                               (const char *)clse_##SFX, (sxp_ssize)sizeof(T),                  \
+                               (const char *)lg_##SFX, (sxp_ssize)sizeof(T),                    \
+                               (const char *)ch_##SFX, (sxp_ssize)sizeof(T), (char *)lo_##SFX,  \
+                               ld * (sxp_ssize)sizeof(T), ROWS, c);                             \
+        for (int r = 0; r < ROWS; r++) {                                                        \
+            int st = ref_state(clab_##SFX[r], c, has_ignore, ignore);                           \
+            long double l = clse_##SFX[r], g = lg_##SFX[r], h = ch_##SFX[r];                    \
+            long double a = g * (st == 0 ? 1 : 0) + h, w = eps == 0 ? 0 : (long double)eps / c; \
+            for (int i = 0; i < c; i++) {                                                       \
+                long double xi = lx_##SFX[r * ld + i];                                          \
+                long double t = st != 0 ? 0 : i == clab_##SFX[r] ? (1 - (long double)eps) + w : w; \
+                long double p = isfinite(l) ? expl(xi - l) : (long double)NAN;                  \
+                long double want = a * p - g * t;                                               \
+                T got = lo_##SFX[r * ld + i];                                                   \
+                long double tol = CE_VJP_ULPS * EPS *                                           \
+                                  ((p == 0 ? 0 : fabsl(a * p) * (2 + fabsl(xi - l))) + fabsl(g * t)) \
+                                  + TINY * (1 + fabsl(a)); /* p may underflow */                \
+                int ok = isnan(want)   ? isnan(got)                                             \
+                         : isinf(want) ? got == (T)want                                         \
+                                       : fabsl((long double)got - want) <= tol;                 \
+                if (!ok) {                                                                      \
+                    FAIL("%s ce_labels_vjp_" #SFX " c=%d eps=%g row %d [%d] label %lld (%s): "  \
+                         "got %a want %La",                                                     \
+                         k->name, c, eps, r, i, (long long)clab_##SFX[r], what, (double)got,    \
+                         want);                                                                 \
+                    return;                                                                     \
+                }                                                                               \
+            }                                                                                   \
+        }                                                                                       \
+    }                                                                                           \
+                                                                                                \
+    /* Labels at the ends, in the middle, and one per row chosen by `kind`: 0 a valid one,     \
+     * 1 the ignored -100, 2 out of range (c, -1 or a huge one), 3 an in-range ignored one. */ \
+    static void ce_labels_set_##SFX(int c, int kind) {                                          \
+        clab_##SFX[0] = 0;                                                                      \
+        clab_##SFX[1] = c - 1;                                                                  \
+        clab_##SFX[2] = c / 2;                                                                  \
+        clab_##SFX[3] = (c * 2) / 3;                                                            \
+        clab_##SFX[4] = kind == 0   ? c / 3                                                     \
+                        : kind == 1 ? -100                                                      \
+                        : kind == 2 ? (c % 3 == 0 ? c : c % 3 == 1 ? -1 : INT64_MAX)            \
+                                    : c - 1;                                                    \
+    }                                                                                           \
+                                                                                                \
+    /* Every eps, and the ignore options: none, -100, and (kind 3) the label c - 1 (unless    \
+     * full, one of them per eps). */                                                           \
+    static void run_ce_all_##SFX(const sxp_kernels *k, int c, const char *what, long *cases,    \
+                                 int full) {                                                    \
+        for (int e = 0; e < 3; e++)                                                             \
+            for (int kind = 0; kind < 4; kind++) {                                              \
+                if (!full && kind != e + 1) continue; /* one per eps */                         \
+                ce_labels_set_##SFX(c, kind);                                                   \
+                run_ce_##SFX(k, c, ce_smoothing[e], kind == 1 || kind == 3,                     \
+                             kind == 3 ? c - 1 : -100, what);                                   \
+                ++*cases;                                                                       \
+            }                                                                                   \
+    }                                                                                           \
+                                                                                                \
+    /* (every ignore option at every eps up to 64 numbers a row, one per eps beyond) */        \
+    static void ce_edges_##SFX(const sxp_kernels *k, int c, long *cases) {                      \
+        const int full = !quick && c <= 64;                                                     \
+        const T inf = (T)INFINITY, nan = (T)NAN;                                                \
+        const T big = (T)(sizeof(T) == 4 ? 3e38 : 1e308);                                       \
+        int ld = c + PAD;                                                                       \
+        const T specials[3] = {nan, inf, -inf};                                                 \
+        /* one special value at the same position p of every row, at the label of some */      \
+        int pos[4] = {0, c / 2, c - 1, (c * 2) / 3};                                            \
+        for (int q = 0; q < 4; q++)                                                             \
+            for (int s = 0; s < 3; s++) {                                                       \
+                lse_fill_##SFX(c, 0, -10, 10);                                                  \
+                for (int r = 0; r < ROWS; r++) lx_##SFX[r * ld + pos[q]] = specials[s];         \
+                run_ce_all_##SFX(k, c, s == 0 ? "nan" : s == 1 ? "+inf" : "-inf", cases, full); \
+            }                                                                                   \
+        /* whole rows: all -inf; -inf with one finite value (at a label, or not); huge values  \
+         * near the largest finite; huge ones of both signs (lse - x overflows); tiny ones */  \
+        for (int v = 0; v < 6; v++) {                                                           \
+            lse_fill_##SFX(c, 0, -10, 10);                                                      \
+            for (int r = 0; r < ROWS; r++) {                                                    \
+                T *row = lx_##SFX + r * ld;                                                     \
+                for (int i = 0; i < c; i++)                                                     \
+                    row[i] = v <= 2  ? -inf                                                     \
+                             : v == 3 ? (T)(big * (T)(1 - 0.01 * (i % 7)))                      \
+                             : v == 4 ? (i % 2 ? -big : big)                                    \
+                                      : (T)(-1e30 * (1 + 0.01 * (i % 5)));                      \
+                if (v == 1) row[c / 2] = (T)2.5;                                                \
+                if (v == 2) row[(c * 2) / 3] = (T)-3;                                           \
+            }                                                                                   \
+            run_ce_all_##SFX(k, c, v == 0 ? "all -inf" : v <= 2 ? "-inf and one finite" : v == 3 \
+                                   ? "huge" : v == 4 ? "huge of both signs" : "tiny", cases,    \
+                             full);                                                             \
+        }                                                                                       \
+    }                                                                                           \
+                                                                                                \
+    static void check_ce_##SFX(const sxp_kernels *k) {                                          \
+        long before = failures, cases = 0;                                                      \
+        ce_worst = 0;                                                                           \
+        /* rows of no classes: every label out of range (NaN) or ignored (0), lse -inf; no     \
+         * rows: nothing written */                                                             \
+        sxp_labels lab = {(const char *)clab_##SFX, (sxp_ssize)sizeof(int64_t), 0.1, 0, 1};     \
+        clab_##SFX[0] = 0;                                                                      \
+        clab_##SFX[1] = 1;                                                                      \
+        closs_##SFX[0] = closs_##SFX[1] = clse_##SFX[0] = clse_##SFX[1] = (T)7;                 \
+        k->ce_labels_##SFX((const char *)lx_##SFX, 0, &lab, (char *)closs_##SFX,                \
+                           (sxp_ssize)sizeof(T), (char *)clse_##SFX, (sxp_ssize)sizeof(T), 2, 0); \
+        if (!(closs_##SFX[0] == 0 && isnan(closs_##SFX[1]) && clse_##SFX[0] == -INFINITY &&     \
+              clse_##SFX[1] == -INFINITY))                                                      \
+            FAIL("%s ce_labels_" #SFX " of empty rows", k->name);                               \
+        closs_##SFX[0] = clse_##SFX[0] = (T)7;                                                  \
+        k->ce_labels_##SFX((const char *)lx_##SFX, 0, &lab, (char *)closs_##SFX,                \
+                           (sxp_ssize)sizeof(T), (char *)clse_##SFX, (sxp_ssize)sizeof(T), 0, 5); \
+        if (closs_##SFX[0] != (T)7 || clse_##SFX[0] != (T)7)                                    \
+            FAIL("%s ce_labels_" #SFX " wrote for 0 rows", k->name);                            \
+        int nlong = (int)(sizeof long_lengths / sizeof long_lengths[0]);                        \
+        for (int j = 0; j < 200 + nlong; j++) {                                                 \
+            int c = j < 200 ? j + 1 : long_lengths[j - 200];                                    \
+            if (quick && c > 72 && c % 9 != 0 && !(c >= 127 && c <= 129) && c != 1025 &&        \
+                c != 5000)                                                                      \
+                continue;                                                                       \
+            double ranges[3][2] = {{-10, 10}, {-1, 1}, {sizeof(T) == 4 ? -80 : -700, 60}};      \
+            for (int kind = 0; kind < 4; kind++)                                                \
+                for (int g = 0; g < 3; g++) {                                                   \
+                    if (kind == 3 && g > 0) continue;                                           \
+                    if (quick && kind != 0 && g != 0) continue;                                 \
+                    lse_fill_##SFX(c, kind, ranges[g][0], ranges[g][1]);                        \
+                    run_ce_all_##SFX(k, c, kind == 0 ? "uniform" : kind == 1 ? "increasing"     \
+                                           : kind == 2 ? "decreasing" : "equal", &cases,        \
+                                     !quick && c <= 200);                                       \
+                }                                                                               \
+            if (c <= 200 || c == 1025) ce_edges_##SFX(k, c, &cases);                            \
+        }                                                                                       \
+        printf("  ce_labels " #SFX ": %ld cases, max loss error %.3f ulp, %s\n", cases,         \
+               ce_worst, failures == before ? "all agree" : "FAILED");                          \
+    }
+
+DEFINE_CE_CHECKS(float, f32, FLT_EPSILON, FLT_TRUE_MIN)
+DEFINE_CE_CHECKS(double, f64, DBL_EPSILON, DBL_TRUE_MIN)
+
 int main(int argc, char **argv) {
     for (int i = 1; i < argc; i++)
         if (strcmp(argv[i], "--quick") == 0) quick = 1;
@@ -538,6 +763,8 @@ int main(int argc, char **argv) {
         check_kernels_f64(k);
         check_lse_f32(k);
         check_lse_f64(k);
+        check_ce_f32(k);
+        check_ce_f64(k);
         printf("  (%.1f s for exp_f32, %.1f s for the rest)\n", (double)(t1 - t0) / CLOCKS_PER_SEC,
                (double)(clock() - t1) / CLOCKS_PER_SEC);
     }

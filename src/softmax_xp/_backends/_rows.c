@@ -236,6 +236,109 @@ static PyObject *py_logsumexp_vjp(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* Acquire labels, a 1-D buffer of n native int64 items (any stride). Returns 0, or -1 with an
+ * exception set (nothing acquired). */
+static int get_labels(PyObject *obj, Py_buffer *b, Py_ssize_t n, const char *what) {
+    if (PyObject_GetBuffer(obj, b, PyBUF_STRIDES | PyBUF_FORMAT) < 0) return -1;
+    const char *f = b->format;
+    if (f[0] == '<' || f[0] == '=' || f[0] == '@') f++;
+    if (b->ndim != 1 || b->shape[0] != n || b->itemsize != 8 || (f[0] != 'q' && f[0] != 'l') ||
+        f[1] != '\0') {
+        PyErr_Format(PyExc_ValueError, "%s: expected a 1-D int64 buffer with one item per row",
+                     what);
+        PyBuffer_Release(b);
+        return -1;
+    }
+    return 0;
+}
+
+/* ce_labels(x, labels, eps, ignore, has_ignore, loss, lse): x (n, c) with contiguous rows;
+ * labels (n,) int64; loss and lse (n,) of x's dtype, written. */
+static PyObject *py_ce_labels(PyObject *self, PyObject *args) {
+    PyObject *x, *lab, *lo, *ls;
+    double eps;
+    long long ignore;
+    int has_ignore;
+    if (!PyArg_ParseTuple(args, "OOdLpOO:ce_labels", &x, &lab, &eps, &ignore, &has_ignore, &lo,
+                          &ls))
+        return NULL;
+    Py_buffer b[4];
+    if (PyObject_GetBuffer(x, &b[0], PyBUF_STRIDES | PyBUF_FORMAT) < 0) return NULL;
+    int kind = kind_of(&b[0]);
+    if (kind < 0 || b[0].ndim != 2 || (b[0].shape[1] > 1 && b[0].strides[1] != b[0].itemsize)) {
+        PyErr_SetString(PyExc_ValueError,
+                        "ce_labels: expected x, a 2-D float32/float64 buffer with contiguous rows");
+        release(b, 1);
+        return NULL;
+    }
+    Py_ssize_t n = b[0].shape[0];
+    if (get_labels(lab, &b[1], n, "ce_labels: labels") < 0) {
+        release(b, 1);
+        return NULL;
+    }
+    if (get_items(lo, &b[2], 1, n, kind, "ce_labels: loss") < 0) {
+        release(b, 2);
+        return NULL;
+    }
+    if (get_items(ls, &b[3], 1, n, kind, "ce_labels: lse") < 0) {
+        release(b, 3);
+        return NULL;
+    }
+    sxp_labels opts = {b[1].buf, b[1].strides[0], eps, ignore, has_ignore};
+    Py_BEGIN_ALLOW_THREADS;
+    if (kind == 0)
+        K->ce_labels_f32(b[0].buf, b[0].strides[0], &opts, b[2].buf, b[2].strides[0], b[3].buf,
+                         b[3].strides[0], n, b[0].shape[1]);
+    else
+        K->ce_labels_f64(b[0].buf, b[0].strides[0], &opts, b[2].buf, b[2].strides[0], b[3].buf,
+                         b[3].strides[0], n, b[0].shape[1]);
+    Py_END_ALLOW_THREADS;
+    release(b, 4);
+    Py_RETURN_NONE;
+}
+
+/* ce_labels_vjp(x, labels, lse, g, h, eps, ignore, has_ignore, out): x and out (n, c) with
+ * contiguous rows; labels (n,) int64; lse, g, h (n,) of x's dtype. */
+static PyObject *py_ce_labels_vjp(PyObject *self, PyObject *args) {
+    PyObject *objs[2], *lab, *items[3];
+    double eps;
+    long long ignore;
+    int has_ignore;
+    if (!PyArg_ParseTuple(args, "OOOOOdLpO:ce_labels_vjp", &objs[0], &lab, &items[0], &items[1],
+                          &items[2], &eps, &ignore, &has_ignore, &objs[1]))
+        return NULL;
+    static const char *names[3] = {"ce_labels_vjp: lse", "ce_labels_vjp: g", "ce_labels_vjp: h"};
+    Py_buffer b[2], v[4];
+    int kind = get_rows(objs, b, 2);
+    if (kind < 0) return NULL;
+    Py_ssize_t n = b[0].shape[0];
+    if (get_labels(lab, &v[3], n, "ce_labels_vjp: labels") < 0) {
+        release(b, 2);
+        return NULL;
+    }
+    for (int i = 0; i < 3; i++)
+        if (get_items(items[i], &v[i], 0, n, kind, names[i]) < 0) {
+            release(v, i);
+            PyBuffer_Release(&v[3]);
+            release(b, 2);
+            return NULL;
+        }
+    sxp_labels opts = {v[3].buf, v[3].strides[0], eps, ignore, has_ignore};
+    Py_BEGIN_ALLOW_THREADS;
+    if (kind == 0)
+        K->ce_labels_vjp_f32(b[0].buf, b[0].strides[0], &opts, v[0].buf, v[0].strides[0],
+                             v[1].buf, v[1].strides[0], v[2].buf, v[2].strides[0], b[1].buf,
+                             b[1].strides[0], n, b[0].shape[1]);
+    else
+        K->ce_labels_vjp_f64(b[0].buf, b[0].strides[0], &opts, v[0].buf, v[0].strides[0],
+                             v[1].buf, v[1].strides[0], v[2].buf, v[2].strides[0], b[1].buf,
+                             b[1].strides[0], n, b[0].shape[1]);
+    Py_END_ALLOW_THREADS;
+    release(v, 4);
+    release(b, 2);
+    Py_RETURN_NONE;
+}
+
 static PyObject *py_exp(PyObject *self, PyObject *args) {
     PyObject *objs[2];
     if (!PyArg_ParseTuple(args, "OO:exp", &objs[0], &objs[1])) return NULL;
@@ -335,6 +438,14 @@ static PyMethodDef methods[] = {
     {"logsumexp_vjp", py_logsumexp_vjp, METH_VARARGS,
      "logsumexp_vjp(x, lse, g, out): out = g[i] * exp(x[i] - lse[i]) per row (NaN where lse[i] "
      "is not finite); lse, g (n,)."},
+    {"ce_labels", py_ce_labels, METH_VARARGS,
+     "ce_labels(x, labels, eps, ignore, has_ignore, loss, lse): the softmax cross-entropy of each "
+     "row of x (n, c) with its int64 label (smoothing eps; label `ignore` counts for nothing "
+     "where has_ignore) into loss (n,), and its logsumexp into lse (n,), reading x once."},
+    {"ce_labels_vjp", py_ce_labels_vjp, METH_VARARGS,
+     "ce_labels_vjp(x, labels, lse, g, h, eps, ignore, has_ignore, out): out = (g S + h) "
+     "softmax(x) - g t per row (t the smoothed one-hot target of a counted label, S its sum; "
+     "NaN where lse is not finite); lse, g, h (n,)."},
     {"exp", py_exp, METH_VARARGS, "exp(x, out): the kernels' own exp, elementwise (for tests)."},
     {NULL, NULL, 0, NULL},
 };

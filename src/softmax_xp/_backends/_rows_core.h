@@ -748,9 +748,228 @@ SXP_INLINE double lse_finish(double m, double s) {
 DEFINE_LSE_KERNELS(float, f32, f32v, f32vu, f32i, F32_LANES)
 DEFINE_LSE_KERNELS(double, f64, f64v, f64vu, f64i, F64_LANES)
 
+/* ---------------------------------------------------------------------------------------------
+ * The softmax cross-entropy with integer labels, reading each row from memory once.
+ *
+ * Per row of c classes with label l, and weights as the generic kernel rounds them in the row's
+ * dtype, w = eps / c at every class and tl = (1 - eps) + w at the label (w = 0, tl = 1 without
+ * smoothing), the loss is sum_j t_j (lse - x_j), a term of target 0 contributing 0:
+ *   - without smoothing (w == 0): lse - x[l], rounded once in the row's dtype, lse from lse_row
+ *     (or SHORT_GROUP rows at a time from lse_short) and x[l] one load of the row just read;
+ *   - with smoothing: (tl - w)(lse - x[l]) + w sum_j (lse - x_j), every term >= 0 (no
+ *     cancellation), in double, rounded once. The sum comes from the same streaming pass as the
+ *     lse (ce_row): with the shift m (the running maximum where finite, else 0; the final one is
+ *     the row's maximum M), D = sum_j w (m - x_j) is accumulated with the exp sum, and moved to
+ *     a new shift as the lse total is rescaled (D += n_before w (m_new - m_old)); then
+ *     w sum_j (lse - x_j) = w c (lse - M) + D.
+ * lse - x_j is taken with the rounded lse that is returned, as the generic kernel takes it, so
+ * the loss is that of the lse beside it. Edge values (those of the generic kernel):
+ *   - an ignored label: 0; a label out of [0, c) (and not the ignored one): NaN;
+ *   - lse not finite (a +inf or NaN logit, only -inf logits): NaN, every target being
+ *     positive at the label at least (lse - x is NaN there);
+ *   - else without smoothing x[l] = -inf gives +inf, and other -inf logits do not matter;
+ *   - else with smoothing every class has a positive target: +inf where lse - x_j overflows in
+ *     the row's dtype for some j (a -inf logit, or finite logits further apart than the largest
+ *     number), found as lse - min_j x_j, the row's minimum taken in the maximum's loop.
+ * The VJP (ce_labels_vjp) is one pass: o_j = a exp(x_j - lse) - g w with a = g S + h, then the
+ * label's entry a exp(x_l - lse) - g tl; S = 1 for a valid label, else S = 0 and no target
+ * (g S and g 0 are kept as products, so that a g of inf or NaN gives NaN as in the generic
+ * kernel). A row whose lse is not finite is NaN throughout (softmax's edge values).
+ * ------------------------------------------------------------------------------------------- */
+
+/* Row `row`'s label into *l; returns 0 for a valid one, 1 for the ignored one, 2 out of range. */
+SXP_INLINE int label_state(const sxp_labels *lab, sxp_ssize row, sxp_ssize c, int64_t *l) {
+    int64_t v = *(const int64_t *)(lab->labels + row * lab->ld);
+    *l = v;
+    if (lab->has_ignore && v == (int64_t)lab->ignore) return 1;
+    return v >= 0 && v < c ? 0 : 2;
+}
+
+#define DEFINE_CE_KERNELS(T, SFX, V, VU, I, LANES)                                                \
+    /* w = eps / c and tl = (1 - eps) + w, rounded in T as the generic kernel rounds them. */     \
+    SXP_INLINE void ce_weights_##SFX(double eps, sxp_ssize c, T *w, T *tl) {                     \
+        *w = (T)0;                                                                                \
+        *tl = (T)1;                                                                               \
+        if (eps != 0 && c > 0) {                                                                  \
+            *w = (T)eps / (T)c;                                                                   \
+            *tl = (T)(1.0 - eps) + *w;                                                            \
+        }                                                                                         \
+    }                                                                                             \
+                                                                                                  \
+    /* The loss without smoothing (or of a row whose label does not count), from its lse. */     \
+    SXP_INLINE T ce_plain_##SFX(int state, T lse, const T *xr, int64_t l) {                      \
+        if (state != 0) return state == 1 ? (T)0 : (T)NAN;                                        \
+        return isfinite(lse) ? lse - xr[l] : (T)NAN;                                              \
+    }                                                                                             \
+                                                                                                  \
+    /* lse_row's lse, and with it *d = sum_j w (m - x_j) for the final shift *m (the row's       \
+     * maximum where finite, else 0) and the row's minimum *lo. */                                \
+    SXP_INLINE T ce_row_##SFX(const T *x, sxp_ssize c, const T *next, T w, double *d, T *m,     \
+                              T *lo) {                                                            \
+        double total = 0.0, dtotal = 0.0;                                                         \
+        T M = (T)-INFINITY, sh = (T)0;                                                            \
+        const V wv = BC(V, w);                                                                    \
+        V lo0 = BC(V, (T)INFINITY), lo1 = lo0;                                                    \
+        for (sxp_ssize b0 = 0; b0 < c; b0 += SUM_BLOCK * LANES) {                                \
+            sxp_ssize end = c - b0 < SUM_BLOCK * LANES ? c : b0 + SUM_BLOCK * LANES;             \
+            V m0 = BC(V, (T)-INFINITY), m1 = m0;                                                  \
+            sxp_ssize i = b0;                                                                    \
+            for (; i + 2 * LANES <= end; i += 2 * LANES) { /* (NaN never wins) */                 \
+                V u = *(const VU *)(x + i), v = *(const VU *)(x + i + LANES);                     \
+                m0 = VMAX_##SFX(u, m0);                                                           \
+                m1 = VMAX_##SFX(v, m1);                                                           \
+                lo0 = VMIN_##SFX(u, lo0);                                                         \
+                lo1 = VMIN_##SFX(v, lo1);                                                         \
+            }                                                                                     \
+            if (i + LANES <= end) {                                                               \
+                V u = *(const VU *)(x + i);                                                       \
+                m0 = VMAX_##SFX(u, m0);                                                           \
+                lo0 = VMIN_##SFX(u, lo0);                                                         \
+                i += LANES;                                                                       \
+            }                                                                                     \
+            if (i < end) {                                                                        \
+                m1 = VMAX_##SFX(load_pad_##SFX(x + i, end - i, (T)-INFINITY), m1);                \
+                lo1 = VMIN_##SFX(load_pad_##SFX(x + i, end - i, (T)INFINITY), lo1);               \
+            }                                                                                     \
+            T b = (T)hmax_##SFX(SEL(V, I, m1 > m0, m1, m0));                                      \
+            if (b > M) {                                                                          \
+                if (M != (T)-INFINITY) total *= exp((double)M - (double)b);                       \
+                M = b;                                                                            \
+            }                                                                                     \
+            T mn = isfinite(M) ? M : (T)0;                                                        \
+            if (mn != sh) { /* the b0 terms so far move to the new shift (both finite) */         \
+                dtotal += ((double)b0 * (double)w) * ((double)mn - (double)sh);                   \
+                sh = mn;                                                                          \
+            }                                                                                     \
+            const V shv = BC(V, sh);                                                              \
+            const T *ahead = end < c ? x + end : next;                                            \
+            sxp_ssize avail = end < c ? c - end : next != NULL ? c : 0;                          \
+            V s0 = BC(V, (T)0), s1 = s0, d0 = s0, d1 = s0;                                        \
+            i = b0;                                                                               \
+            for (; i + 2 * LANES <= end; i += 2 * LANES) {                                        \
+                if (i - b0 + 2 * LANES <= avail) {                                                \
+                    __builtin_prefetch(ahead + (i - b0));                                         \
+                    if (SXP_VBYTES == 64) __builtin_prefetch(ahead + (i - b0) + LANES);           \
+                }                                                                                 \
+                V u = *(const VU *)(x + i), v = *(const VU *)(x + i + LANES);                     \
+                s0 += vexp_##SFX(u - shv);                                                        \
+                s1 += vexp_##SFX(v - shv);                                                        \
+                d0 += (shv - u) * wv;                                                             \
+                d1 += (shv - v) * wv;                                                             \
+            }                                                                                     \
+            if (i + LANES <= end) {                                                               \
+                V u = *(const VU *)(x + i);                                                       \
+                s0 += vexp_##SFX(u - shv);                                                        \
+                d0 += (shv - u) * wv;                                                             \
+                i += LANES;                                                                       \
+            }                                                                                     \
+            if (i < end) { /* padding: -inf adds exp(-inf) = 0, the shift adds 0 to D */         \
+                s1 += vexp_##SFX(load_pad_##SFX(x + i, end - i, (T)-INFINITY) - shv);             \
+                d1 += (shv - load_pad_##SFX(x + i, end - i, sh)) * wv;                            \
+            }                                                                                     \
+            total += hsum_##SFX(s0 + s1);                                                         \
+            dtotal += hsum_##SFX(d0 + d1);                                                        \
+        }                                                                                         \
+        *d = dtotal;                                                                              \
+        *m = sh;                                                                                  \
+        *lo = -(T)hmax_##SFX(-SEL(V, I, lo1 < lo0, lo1, lo0));                                    \
+        return (T)lse_finish((double)M, total);                                                   \
+    }                                                                                             \
+                                                                                                  \
+    /* The loss with smoothing, from ce_row's results (a valid label). */                        \
+    SXP_INLINE T ce_smooth_##SFX(T lse, T xl, T w, T tl, sxp_ssize c, double d, T m, T lo) {     \
+        if (!isfinite(lse)) return (T)NAN;                                                        \
+        T widest = lse - lo; /* the largest lse - x_j, rounded as the generic kernel's */         \
+        if (isinf(widest)) return (T)INFINITY;                                                    \
+        double gap = (double)lse - (double)xl;                                                    \
+        return (T)(((double)tl - (double)w) * gap +                                               \
+                   ((double)w * (double)c) * ((double)lse - (double)m) + d);                      \
+    }                                                                                             \
+                                                                                                  \
+    static void ce_labels_##SFX(const char *x, sxp_ssize ldx, const sxp_labels *lab, char *lo,  \
+                                sxp_ssize ldlo, char *ls, sxp_ssize ldls, sxp_ssize n,         \
+                                sxp_ssize c) {                                                   \
+        T w, tl;                                                                                  \
+        ce_weights_##SFX(lab->eps, c, &w, &tl);                                                   \
+        sxp_ssize row = 0;                                                                       \
+        if (w == (T)0 && c >= 1 && c <= 2 * LANES) {                                              \
+            for (; row + SHORT_GROUP <= n; row += SHORT_GROUP) {                                  \
+                if (c <= LANES)                                                                   \
+                    lse_short_##SFX(x + row * ldx, ldx, ls + row * ldls, ldls, c, 1);             \
+                else                                                                              \
+                    lse_short_##SFX(x + row * ldx, ldx, ls + row * ldls, ldls, c, 2);             \
+                for (int r = 0; r < SHORT_GROUP; r++) {                                           \
+                    int64_t l;                                                                    \
+                    int st = label_state(lab, row + r, c, &l);                                    \
+                    T lse = *(const T *)(ls + (row + r) * ldls);                                  \
+                    *(T *)(lo + (row + r) * ldlo) =                                               \
+                        ce_plain_##SFX(st, lse, (const T *)(x + (row + r) * ldx), l);             \
+                }                                                                                 \
+            }                                                                                     \
+        }                                                                                         \
+        for (; row < n; row++) {                                                                  \
+            const T *xr = (const T *)(x + row * ldx);                                             \
+            const T *next = row + 1 < n ? (const T *)(x + (row + 1) * ldx) : NULL;                \
+            int64_t l;                                                                            \
+            int st = label_state(lab, row, c, &l);                                                \
+            T lse, loss;                                                                          \
+            if (w != (T)0 && st == 0) {                                                           \
+                double d;                                                                         \
+                T m, mn;                                                                          \
+                lse = ce_row_##SFX(xr, c, next, w, &d, &m, &mn);                                  \
+                loss = ce_smooth_##SFX(lse, xr[l], w, tl, c, d, m, mn);                           \
+            } else {                                                                              \
+                lse = lse_row_##SFX(xr, c, next);                                                 \
+                loss = ce_plain_##SFX(st, lse, xr, l);                                            \
+            }                                                                                     \
+            *(T *)(ls + row * ldls) = lse;                                                        \
+            *(T *)(lo + row * ldlo) = loss;                                                       \
+        }                                                                                         \
+    }                                                                                             \
+                                                                                                  \
+    static void ce_labels_vjp_##SFX(const char *x, sxp_ssize ldx, const sxp_labels *lab,        \
+                                    const char *l, sxp_ssize ldl, const char *g, sxp_ssize ldg, \
+                                    const char *h, sxp_ssize ldh, char *o, sxp_ssize ldo,       \
+                                    sxp_ssize n, sxp_ssize c) {                                  \
+        T w, tl;                                                                                  \
+        ce_weights_##SFX(lab->eps, c, &w, &tl);                                                   \
+        for (sxp_ssize row = 0; row < n; row++) {                                                \
+            const T *xr = (const T *)(x + row * ldx);                                             \
+            T *or_ = (T *)(o + row * ldo);                                                        \
+            T lr = *(const T *)(l + row * ldl), gr = *(const T *)(g + row * ldg);                 \
+            T hr = *(const T *)(h + row * ldh);                                                   \
+            int64_t lb;                                                                           \
+            int valid = label_state(lab, row, c, &lb) == 0;                                       \
+            sxp_ssize i = 0;                                                                     \
+            if (!isfinite(lr)) {                                                                  \
+                for (; i < c; i++) or_[i] = (T)NAN;                                               \
+                continue;                                                                         \
+            }                                                                                     \
+            T a = gr * (valid ? (T)1 : (T)0) + hr, gw = gr * (valid ? w : (T)0);                  \
+            for (; i + 2 * LANES <= c; i += 2 * LANES) {                                          \
+                V u = *(const VU *)(xr + i), v = *(const VU *)(xr + i + LANES);                   \
+                *(VU *)(or_ + i) = vexp_##SFX(u - lr) * a - gw;                                   \
+                *(VU *)(or_ + i + LANES) = vexp_##SFX(v - lr) * a - gw;                           \
+            }                                                                                     \
+            if (i + LANES <= c) {                                                                 \
+                *(VU *)(or_ + i) = vexp_##SFX(*(const VU *)(xr + i) - lr) * a - gw;               \
+                i += LANES;                                                                       \
+            }                                                                                     \
+            if (i < c)                                                                            \
+                store_part_##SFX(                                                                 \
+                    or_ + i, vexp_##SFX(load_pad_##SFX(xr + i, c - i, (T)0) - lr) * a - gw, c - i); \
+            if (valid) /* the label's entry, its p as the loop computed it */                     \
+                or_[lb] = vexp_##SFX(BC(V, xr[lb] - lr))[0] * a - gr * tl;                        \
+        }                                                                                         \
+    }
+
+DEFINE_CE_KERNELS(float, f32, f32v, f32vu, f32i, F32_LANES)
+DEFINE_CE_KERNELS(double, f64, f64v, f64vu, f64i, F64_LANES)
+
 const sxp_kernels SXP_TABLE = {
     SXP_ISA_NAME,      SXP_VBYTES,        forward_f32,  forward_f64,
     pair_f32,          pair_f64,          exp_f32,      exp_f64,
     jacobian_f32,      jacobian_f64,      logsumexp_f32, logsumexp_f64,
-    logsumexp_vjp_f32, logsumexp_vjp_f64,
+    logsumexp_vjp_f32, logsumexp_vjp_f64, ce_labels_f32, ce_labels_f64,
+    ce_labels_vjp_f32, ce_labels_vjp_f64,
 };

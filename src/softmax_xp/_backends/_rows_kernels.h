@@ -11,6 +11,17 @@
 
 typedef ptrdiff_t sxp_ssize;
 
+/* The integer labels of the cross-entropy kernels and their options: n int64 class indices, ld
+ * bytes apart (a row's label is valid in [0, c) unless it is the ignored one); eps, the label
+ * smoothing in [0, 1]; ignore, the label whose rows count for nothing, where has_ignore. */
+typedef struct {
+    const char *labels;
+    sxp_ssize ld;
+    double eps;
+    long long ignore;
+    int has_ignore;
+} sxp_labels;
+
 typedef struct {
     const char *name;  /* "avx512", "avx2", "sse2", "neon" or "generic" */
     int vector_bytes;  /* the width every kernel of this table works at */
@@ -44,6 +55,25 @@ typedef struct {
                               sxp_ssize c);
     void (*logsumexp_vjp_f64)(const char *x, sxp_ssize ldx, const char *lse, sxp_ssize ldl,
                               const char *g, sxp_ssize ldg, char *o, sxp_ssize ldo, sxp_ssize n,
+                              sxp_ssize c);
+    /* The softmax cross-entropy with integer labels, reading each row once: lse[r] as
+     * logsumexp, loss[r] = (1 - eps) (lse - x[label]) + (eps / c) sum_j (lse - x_j) for a valid
+     * label (NaN where lse is not finite; +inf for a -inf logit under a positive target), 0 for
+     * the ignored label, NaN for one out of range (loss and lse: n items, ldloss / ldlse apart). */
+    void (*ce_labels_f32)(const char *x, sxp_ssize ldx, const sxp_labels *labels, char *loss,
+                          sxp_ssize ldloss, char *lse, sxp_ssize ldlse, sxp_ssize n, sxp_ssize c);
+    void (*ce_labels_f64)(const char *x, sxp_ssize ldx, const sxp_labels *labels, char *loss,
+                          sxp_ssize ldloss, char *lse, sxp_ssize ldlse, sxp_ssize n, sxp_ssize c);
+    /* Its VJP in one pass: o[r, j] = (g[r] S + h[r]) p_j - g[r] t_j with p = exp(x - lse[r])
+     * (a row of NaN where lse[r] is not finite), t the smoothed one-hot target of a valid label
+     * (else 0) and S its sum (1, else 0); g and h are the cotangents of the loss and the lse. */
+    void (*ce_labels_vjp_f32)(const char *x, sxp_ssize ldx, const sxp_labels *labels,
+                              const char *lse, sxp_ssize ldl, const char *g, sxp_ssize ldg,
+                              const char *h, sxp_ssize ldh, char *o, sxp_ssize ldo, sxp_ssize n,
+                              sxp_ssize c);
+    void (*ce_labels_vjp_f64)(const char *x, sxp_ssize ldx, const sxp_labels *labels,
+                              const char *lse, sxp_ssize ldl, const char *g, sxp_ssize ldg,
+                              const char *h, sxp_ssize ldh, char *o, sxp_ssize ldo, sxp_ssize n,
                               sxp_ssize c);
 } sxp_kernels;
 
