@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from _support import Lib, assert_close
+from _support import Backend, Lib, assert_close
 
 import softmax_xp as sx
 
@@ -237,3 +237,57 @@ def test_inputs_are_not_mutated_and_nothing_warns() -> None:
     np.testing.assert_array_equal(x, x0)
     np.testing.assert_array_equal(t, t0)
     np.testing.assert_array_equal(lab, lab0)
+
+
+# -- misuse on every backend: every array argument of the five new functions ------------------------
+def _lse_calls(lib: Lib) -> dict[str, tuple[Any, list[str], list[Any]]]:
+    """name -> (function, its array arguments' names, valid arrays)."""
+    x = _data((4, 5))
+    lse = np.log(np.exp(x).sum(axis=-1))
+    t = _targets((4, 5), -1)
+    return {
+        "logsumexp": (sx.logsumexp, ["x"], [lib.asarray(x)]),
+        "logsumexp_jvp": (sx.logsumexp_jvp, ["x", "lse", "v"],
+                          [lib.asarray(x), lib.asarray(lse), lib.asarray(t)]),
+        "logsumexp_vjp": (sx.logsumexp_vjp, ["x", "lse", "g"],
+                          [lib.asarray(x), lib.asarray(lse), lib.asarray(lse)]),
+        "softmax_cross_entropy": (sx.softmax_cross_entropy, ["x", "targets"],
+                                  [lib.asarray(x), lib.asarray(t)]),
+        "softmax_cross_entropy_with_integer_labels": (
+            sx.softmax_cross_entropy_with_integer_labels, ["x", "labels"],
+            [lib.asarray(x), lib.asarray(np.array([0, 1, 2, 4]), "int64")]),
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("name", [
+    "logsumexp", "logsumexp_jvp", "logsumexp_vjp", "softmax_cross_entropy",
+    "softmax_cross_entropy_with_integer_labels",
+])  # fmt: skip
+def test_each_array_argument_is_checked_by_name(lib: Lib, name: str) -> None:
+    fn, names, arrays = _lse_calls(lib)[name]
+    for i, arg in enumerate(names):
+        bad = list(arrays)
+        bad[i] = [[1.0, 2.0]]  # a list: not an array
+        with pytest.raises(TypeError, match=f"argument `{arg}`"):
+            lib.call(fn, *bad)
+        # a second library's array (under jax.jit every argument becomes a tracer: not there)
+        if i and lib.xp is not _np_xp() and lib.backend is not Backend.JAX_JIT:
+            bad[i] = np.asarray(lib.to_numpy(arrays[i]))
+            with pytest.raises(TypeError, match=f"arguments `x` and `{arg}` come from"):
+                lib.call(fn, *bad)
+    with pytest.raises(ValueError, match="argument `axis`"):
+        lib.call(fn, *arrays, axis=5)
+    with pytest.raises(TypeError, match="argument `where` must be a boolean array"):
+        lib.call(fn, *arrays, where=arrays[0])
+    before = [lib.to_numpy(a).copy() for a in arrays]
+    err = np.geterr()
+    lib.call(fn, *arrays)
+    assert np.geterr() == err
+    for a, b in zip(arrays, before, strict=True):
+        np.testing.assert_array_equal(lib.to_numpy(a), b)
+
+
+def _np_xp() -> Any:
+    import array_api_compat
+
+    return array_api_compat.array_namespace(np.empty(0))
