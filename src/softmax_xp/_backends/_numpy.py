@@ -614,6 +614,139 @@ def logsumexp_vjp(
     return out
 
 
+# -- the softmax cross-entropy with integer labels (C rows only) ----------------------------------
+
+_INT64 = np.iinfo(np.int64)
+
+
+def _label_rows(labels: Array, shape: tuple[int, ...]) -> NDArray | None:
+    """``labels`` (an integer array of the keepdims ``shape``) as n native int64 numbers, one per
+    slice in row order: a view where it already is one, else a copy of n numbers; None for what
+    the C kernels cannot take (another type or shape, or a dtype that does not fit in int64)."""
+    if type(labels) is not np.ndarray or labels.shape != shape:
+        return None
+    if labels.dtype.kind not in "iu" or not np.can_cast(labels.dtype, np.int64):
+        return None
+    return np.require(np.reshape(labels, (labels.size,)), np.int64, ("C", "A"))
+
+
+def _ignore(ignore_index: int | None) -> tuple[int, bool]:
+    """``(ignore, has_ignore)`` for the C kernels: no int64 label equals an index beyond int64."""
+    if ignore_index is None or not _INT64.min <= ignore_index <= _INT64.max:
+        return 0, False
+    return int(ignore_index), True
+
+
+def softmax_cross_entropy_with_integer_labels(
+    x: Array,
+    labels: Array,
+    /,
+    *,
+    axis: Axes,
+    where: Array | None = None,
+    label_smoothing: float = 0.0,
+    ignore_index: int | None = None,
+    xp: Namespace,
+) -> Any:
+    """``(loss, lse)`` (keepdims) by the C row kernels, which read each row once: the lse
+    streamed as in :func:`logsumexp`, with the smoothing term's sum of the logits in the same
+    pass, and the label's logit one load. The generic kernel's values, edges included (0 for an
+    ignored label, NaN for one out of range).
+
+    ``NotImplemented`` where :func:`logsumexp` declines, or where ``labels`` is not a NumPy
+    integer array of the keepdims shape whose dtype fits in int64."""
+    rows = _rows
+    if rows is None or where is not None or not _applies(x) or not isinstance(axis, tuple):
+        return NotImplemented
+    shape = _lse_shape(x, axis)
+    lab = _label_rows(labels, shape)
+    if lab is None:
+        return NotImplemented
+    ignore, has_ignore = _ignore(ignore_index)
+    eps = float(label_smoothing)
+    loss, lse = np.empty(shape, x.dtype), np.empty(shape, x.dtype)
+    lo, ls = np.reshape(loss, (lab.size,)), np.reshape(lse, (lab.size,))
+    if _small_last(x, axis):
+        rows.ce_labels(np.reshape(x, (-1, x.shape[-1])), lab, eps, ignore, has_ignore, lo, ls)
+        return loss, lse
+    lay = _Layout([x], axis)
+    if not _rows_apply(lay):
+        return NotImplemented
+    xv = lay.views[0]
+    step = max(1, _ROWS_TASK_BYTES // max(1, lay.row_items * x.itemsize))
+    ce = rows.ce_labels
+
+    def c_work(lo_: int, hi: int) -> None:
+        for b in range(lo_, hi):
+            s = slice(b * step, (b + 1) * step)
+            ce(xv[s], lab[s], eps, ignore, has_ignore, lo[s], ls[s])
+
+    _run_parallel(-(-lay.n_rows // step), lay.nbytes, c_work)
+    return loss, lse
+
+
+def softmax_cross_entropy_with_integer_labels_vjp(
+    x: Array,
+    labels: Array,
+    lse: Array,
+    g: Array,
+    h: Array,
+    /,
+    *,
+    axis: Axes,
+    where: Array | None = None,
+    label_smoothing: float = 0.0,
+    ignore_index: int | None = None,
+    xp: Namespace,
+) -> Array:
+    """``(g S + h) softmax(x) - g t`` (``lse``, ``g`` and ``h`` in the keepdims shape; ``t`` the
+    smoothed one-hot target of a label that counts, else 0, and ``S`` its sum) by the C row
+    kernels in one pass: read ``x``, write the result. NaN throughout a slice whose ``lse`` is
+    not finite, as in the generic kernel.
+
+    ``NotImplemented`` where :func:`softmax_cross_entropy_with_integer_labels` declines, or
+    where ``lse``, ``g`` or ``h`` is not of the keepdims shape, aligned and native."""
+    rows = _rows
+    if rows is None or where is not None or not isinstance(axis, tuple):
+        return NotImplemented
+    if not _applies(x, lse, g, h):
+        return NotImplemented
+    shape = _lse_shape(x, axis)
+    if any(a.shape != shape for a in (lse, g, h)):
+        return NotImplemented
+    if not all(a.dtype.isnative and a.flags.aligned for a in (lse, g, h)):
+        return NotImplemented
+    lab = _label_rows(labels, shape)
+    if lab is None:
+        return NotImplemented
+    ignore, has_ignore = _ignore(ignore_index)
+    eps = float(label_smoothing)
+    out = np.empty_like(x)  # x's memory order: its slices' rows are out's too
+    n = lab.size
+    lv, gv, hv = (np.reshape(a, (n,)) for a in (lse, g, h))  # views, or copies of n numbers
+    if _small_last(x, axis):
+        c = x.shape[-1]
+        rows.ce_labels_vjp(
+            np.reshape(x, (-1, c)), lab, lv, gv, hv, eps, ignore, has_ignore,
+            np.reshape(out, (-1, c)),
+        )  # fmt: skip
+        return out
+    lay = _Layout([x, out], axis)
+    if not _rows_apply(lay):
+        return NotImplemented
+    xv, ov = lay.views
+    step = max(1, _ROWS_TASK_BYTES // max(1, lay.row_items * x.itemsize))
+    vjp = rows.ce_labels_vjp
+
+    def c_work(lo: int, hi: int) -> None:
+        for b in range(lo, hi):
+            s = slice(b * step, (b + 1) * step)
+            vjp(xv[s], lab[s], lv[s], gv[s], hv[s], eps, ignore, has_ignore, ov[s])
+
+    _run_parallel(-(-n // step), lay.nbytes, c_work)
+    return out
+
+
 # -- results for other frameworks ---------------------------------------------------------------
 
 
