@@ -102,6 +102,17 @@ def test_torch_cpu_lse_runs_the_c_row_kernels() -> None:
     out = _torch._host_rows("logsumexp", [x], (1,))
     assert isinstance(out, torch.Tensor)
     torch.testing.assert_close(out[:, 0], torch.logsumexp(x, 1))
+    labels = torch.randint(0, 300, (8, 1))
+    opts = {"label_smoothing": 0.1, "ignore_index": None}
+    name = "softmax_cross_entropy_with_integer_labels"
+    loss, lse = _torch._host_rows(name, [x, labels], (1,), **opts)
+    torch.testing.assert_close(lse[:, 0], torch.logsumexp(x, 1))
+    want = torch.nn.functional.cross_entropy(x, labels[:, 0], reduction="none", label_smoothing=0.1)
+    torch.testing.assert_close(loss[:, 0], want)
+    g, h = torch.ones(8, 1), torch.zeros(8, 1)
+    dx = _torch._host_rows(name + "_vjp", [x, labels, lse, g, h], (1,), **opts)
+    assert isinstance(dx, torch.Tensor)
+    assert dx.shape == x.shape
     # tracked by autograd, it is torch's own (differentiable) kernels instead
     assert _torch._host_rows("logsumexp", [x.requires_grad_()], (1,)) is NotImplemented
 

@@ -273,9 +273,10 @@ def _one_dim(x: Any, axis: Axes, where: Any) -> int | None:
     return axis[0]
 
 
-def _host_rows(name: str, arrays: Sequence[torch.Tensor], axis: Axes) -> Any:
+def _host_rows(name: str, arrays: Sequence[torch.Tensor], axis: Axes, **options: Any) -> Any:
     """Kernel ``name`` of the NumPy fast path (the C row kernels) on zero-copy views of dense,
-    plain CPU tensors, while autograd records nothing; NotImplemented otherwise."""
+    plain CPU tensors, while autograd records nothing; NotImplemented otherwise. A kernel with
+    several results gives a tuple of tensors."""
     if (
         not _host.HAVE_ROWS
         or torch.compiler.is_compiling()
@@ -285,8 +286,11 @@ def _host_rows(name: str, arrays: Sequence[torch.Tensor], axis: Axes) -> Any:
         return NotImplemented
     from . import _numpy
 
-    out = getattr(_numpy, name)(*(a.detach().numpy() for a in arrays), axis=axis, xp=_np_xp())
-    return out if out is NotImplemented else torch.from_numpy(out)
+    views = (a.detach().numpy() for a in arrays)
+    out = getattr(_numpy, name)(*views, axis=axis, xp=_np_xp(), **options)
+    if out is NotImplemented:
+        return out
+    return tuple(map(torch.from_numpy, out)) if isinstance(out, tuple) else torch.from_numpy(out)
 
 
 def _lse(x: torch.Tensor, dim: int) -> torch.Tensor:
@@ -351,6 +355,10 @@ def softmax_cross_entropy_with_integer_labels(
     dim = _one_dim(x, axis, where)
     if dim is None or not isinstance(labels, torch.Tensor) or labels.device != x.device:
         return NotImplemented
+    opts = {"label_smoothing": label_smoothing, "ignore_index": ignore_index}
+    host = _host_rows("softmax_cross_entropy_with_integer_labels", [x, labels], axis, **opts)
+    if host is not NotImplemented:  # one C pass: the loss and the lse together
+        return host
     lse = _lse(x, dim)
     lab, valid, bad = _labels_parts(x, labels, dim, ignore_index)
     loss = lse - x.gather(dim, lab)
@@ -372,6 +380,11 @@ def softmax_cross_entropy_with_integer_labels_vjp(
     dim = _one_dim(x, axis, where)
     if dim is None or not _applies(lse, g, h) or not isinstance(labels, torch.Tensor):
         return NotImplemented
+    opts = {"label_smoothing": label_smoothing, "ignore_index": ignore_index}
+    name = "softmax_cross_entropy_with_integer_labels_vjp"
+    host = _host_rows(name, [x, labels, lse, g, h], axis, **opts)
+    if host is not NotImplemented:  # one C pass: read x, write dx
+        return host
     lab, valid, _ = _labels_parts(x, labels, dim, ignore_index)
     gv = torch.where(valid, g, 0.0)  # the loss's cotangent where the label counts
     dx = _probs_times(x, lse, gv + h, dim)
