@@ -159,3 +159,36 @@ def test_torch_logsumexp_route_is_the_full_path(shape: tuple[int, ...]) -> None:
     (g,) = torch.autograd.grad(sx.logsumexp(xr).sum(), xr)
     torch.testing.assert_close(g, torch.softmax(x, -1), rtol=TOLERANCES["float64"][0],
                                atol=TOLERANCES["float64"][1])  # fmt: skip
+
+
+@pytest.mark.parametrize("shape", [(4, 8), (3, 1), (2, 3, 5), (300, 2048), (7,)])
+def test_cross_entropy_route_is_the_full_path(shape: tuple[int, ...]) -> None:
+    """The common integer-label call (int axis, no options) routed once per key gives what the
+    full path gives (asked for with an ``ignore_index`` no label has), bit for bit, on NumPy and
+    torch, and the same gradient under torch autograd; labels the route cannot take (out of
+    range, wrong shape) still raise the full path's errors."""
+    import softmax_xp as sx
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=shape)
+    arrays = [(x, rng.integers(0, shape[a], np.delete(shape, a))) for a in (-1, 0)]
+    f = sx.softmax_cross_entropy_with_integer_labels
+    for axis, (xa, lab) in zip((-1, 0), arrays, strict=True):
+        got, full = f(xa, lab, axis=axis), f(xa, lab, axis=axis, ignore_index=-12345)
+        np.testing.assert_array_equal(got, full)
+        assert got.shape == full.shape
+    with pytest.raises(ValueError, match="argument `labels` holds class index"):
+        f(x, np.full(np.delete(shape, -1), shape[-1]))
+    with pytest.raises(ValueError, match="argument `labels` must have one entry per slice"):
+        f(x, np.zeros(x.size + 1, dtype=int))
+    if not in_session("torch"):
+        return
+    torch = pytest.importorskip("torch")
+    for axis, (xa, lab) in zip((-1, 0), arrays, strict=True):
+        xt, lt = torch.from_numpy(xa), torch.from_numpy(lab)
+        torch.testing.assert_close(f(xt, lt, axis=axis), f(xt, lt, axis=axis, ignore_index=-12345),
+                                   rtol=0, atol=0)  # fmt: skip
+        xr = xt.clone().requires_grad_()
+        (a,) = torch.autograd.grad(f(xr, lt, axis=axis).sum(), xr)
+        (b,) = torch.autograd.grad(f(xr, lt, axis=axis, ignore_index=-12345).sum(), xr)
+        torch.testing.assert_close(a, b, rtol=0, atol=0)

@@ -33,6 +33,7 @@ __all__ = [
     "batch_shape",
     "check_label_smoothing",
     "keepdims_shape",
+    "labels_fast",
     "prepare_labels",
     "prepare_lse",
     "prepare_weights",
@@ -593,7 +594,7 @@ def check_label_values(func: str, xp: Namespace, labels: Array, c: int, ignore: 
     """
     if math.prod(_shape(labels)) == 0 or not _concrete(xp, labels):
         return
-    if 0 <= int(xp.min(labels)) and int(xp.max(labels)) < c:
+    if int(xp.min(labels)) >= 0 and int(xp.max(labels)) < c:
         return  # the common case: two reductions
     bad = xp.logical_or(labels < 0, labels >= c)
     if ignore is not None:
@@ -606,3 +607,40 @@ def check_label_values(func: str, xp: Namespace, labels: Array, c: int, ignore: 
             f"{func}: argument `labels` holds class index {first}, outside [0, {c}) for slices "
             f"of {c} classes" + ("" if ignore is None else f" (and not `ignore_index` = {ignore})")
         )
+
+
+_LABEL_DTYPES = frozenset({"int64", "int32", "torch.int64", "torch.int32"})
+
+
+def labels_fast(x: Array, labels: Array, axis: int) -> Array | None:
+    """The labels of the common integer-label cross-entropy call in the keepdims shape, checked
+    as the full path checks them, or None where the full path must decide (and raise): labels of
+    the type of ``x`` (a NumPy array or a CPU torch tensor), int32 or int64, of the batch shape,
+    on the device of ``x``, every one in ``[0, C)``."""
+    kind = type(labels)
+    if kind is not type(x) or str(labels.dtype) not in _LABEL_DTYPES:
+        return None
+    if kind is not np.ndarray and not (kind.__module__ == "torch" and kind.__name__ == "Tensor"):
+        return None  # JAX arrays and tracers, and everything else: the full path
+    ndim = x.ndim
+    if not -ndim <= axis < ndim:
+        return None
+    a = axis % ndim
+    shape = x.shape
+    if tuple(labels.shape) != (*shape[:a], *shape[a + 1 :]) or labels.ndim == 0:
+        return None
+    c = shape[a]
+    if isinstance(labels, np.ndarray):
+        if not labels.size or not (int(labels.min()) >= 0 and int(labels.max()) < c):
+            return None
+        return np.expand_dims(labels, a)
+    if labels.device != x.device or labels.device.type != "cpu" or not labels.numel():
+        return None
+    import torch
+
+    if torch.compiler.is_compiling():
+        return None
+    lo, hi = torch.aminmax(labels)
+    if not (int(lo) >= 0 and int(hi) < c):
+        return None
+    return labels.unsqueeze(a)

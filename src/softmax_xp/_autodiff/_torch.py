@@ -332,7 +332,7 @@ def hot(name: str, axis: tuple[int, ...], xp: Any, sample: Any, run: Callable[..
     if torch.compiler.is_compiling():
         return NOT_NOW
     if name not in OF_OUTPUT:
-        return _plain_route(run)
+        return _plain_route(name, axis, xp, run)
     vjp = KERNELS[name].vjp
     assert vjp is not None
     st = _Static(axis, xp, (run, hot_route(vjp, "torch", axis, xp, sample)))
@@ -355,15 +355,32 @@ def hot(name: str, axis: tuple[int, ...], xp: Any, sample: Any, run: Callable[..
     return adapt
 
 
-def _plain_route(run: Callable[..., Any]) -> Callable[..., Any]:
-    """The route of a kernel that keeps an lse (logsumexp): ``run`` for tensors that nothing
-    differentiates; tracked ones take the full path (its ``autograd.Function``)."""
-    compiling = torch.compiler.is_compiling
+def _plain_route(
+    name: str, axis: tuple[int, ...], xp: Any, run: Callable[..., Any]
+) -> Callable[..., Any]:
+    """The route of a kernel that keeps an lse, called ``route(x, *others)`` with the kernel's
+    default options: ``run`` for tensors that nothing differentiates; a dense tensor that
+    requires grad, with no torch.func transform active, goes to the ``autograd.Function``
+    through its C entry (see :func:`hot`); anything else takes the full path."""
+    compiling, strided = torch.compiler.is_compiling, torch.strided
     wrapped = torch._C._functorch.is_functorch_wrapped_tensor
+    transforms = torch._C._are_functorch_transforms_active
+    apply = torch._C._FunctionBase.__dict__["apply"].__get__(None, _FUNCTIONS[name][1])
+    defaults = {"softmax_cross_entropy_with_integer_labels": (
+        ("ignore_index", None), ("label_smoothing", 0.0))}.get(name, ())  # fmt: skip
+    st = _Options(axis, xp, defaults)
+    single, dim = name == "logsumexp", axis[0]
 
-    def adapt(x: Tensor) -> Any:
-        if compiling() or x.requires_grad or _fwad._current_level >= 0 or wrapped(x):
+    def adapt(x: Tensor, *others: Tensor) -> Any:
+        if compiling():
             return NotImplemented
-        return run(x)
+        if x.requires_grad:
+            if x.layout is not strided or wrapped(x) or transforms():
+                return NotImplemented
+            out = apply(x, *others, None, st)
+            return (out if single else out[0]).squeeze(dim)
+        if _fwad._current_level >= 0 or wrapped(x):
+            return NotImplemented
+        return run(x, *others)
 
     return adapt

@@ -807,6 +807,8 @@ def hot(name: str, axis: Axes, xp: Namespace, sample: Any) -> Callable[..., Any]
             )
 
         return forward
+    if name in ("logsumexp", "softmax_cross_entropy_with_integer_labels"):
+        return _reduced_route(name, axis, xp)
     if name not in _PAIRS:
         return None
     kernel, rows_name = _PAIRS[name]
@@ -825,3 +827,18 @@ def hot(name: str, axis: Axes, xp: Namespace, sample: Any) -> Callable[..., Any]
         return out if out is not NotImplemented else generic(a, b, axis=axis, xp=xp)
 
     return pair
+
+
+def _reduced_route(name: str, axis: Axes, xp: Namespace) -> Callable[..., Any]:
+    """The route of logsumexp (``run(x)``) or of the integer-label cross-entropy (``run(x,
+    labels)``, labels in the keepdims shape): this module's kernel, else the generic one, in the
+    public (batch) shape."""
+    fast, generic = globals()[name], getattr(_generic, name)
+
+    def reduced(*arrays: Any) -> Any:
+        out = fast(*arrays, axis=axis, xp=xp)
+        if out is NotImplemented:
+            out = generic(*arrays, axis=axis, xp=xp)
+        return np.squeeze(out[0] if isinstance(out, tuple) else out, axis)
+
+    return reduced

@@ -453,6 +453,17 @@ def hot(name: str, axis: Axes, xp: Namespace, sample: Any) -> Any:
 
     if name == "logsumexp":
         return _lse_route(axis, xp, sample)
+    if name == "softmax_cross_entropy_with_integer_labels":
+        ce = _native.softmax_cross_entropy_with_integer_labels
+
+        def labels_route(x: torch.Tensor, labels: torch.Tensor) -> Any:
+            # the backend's kernel (the C row kernels on the CPU), in the public (batch) shape
+            if x.layout is not strided or compiling():
+                return NotImplemented
+            out = ce(x, labels, axis=axis, xp=xp)
+            return out if out is NotImplemented else out[0].squeeze(dim)
+
+        return labels_route
     if name in ("softmax", "log_softmax"):
         op = torch.softmax if name == "softmax" else torch.log_softmax
 
