@@ -277,16 +277,16 @@ def _host_rows(name: str, arrays: Sequence[torch.Tensor], axis: Axes, **options:
     """Kernel ``name`` of the NumPy fast path (the C row kernels) on zero-copy views of dense,
     plain CPU tensors, while autograd records nothing; NotImplemented otherwise. A kernel with
     several results gives a tuple of tensors."""
-    if (
-        not _host.HAVE_ROWS
-        or torch.compiler.is_compiling()
-        or (torch.is_grad_enabled() and any(a.requires_grad for a in arrays))
-        or not all(a.device.type == "cpu" and _plain(a.detach()) for a in arrays)
-    ):
+    if not _host.HAVE_ROWS or torch.compiler.is_compiling():
         return NotImplemented
+    grad = torch.is_grad_enabled()
+    wrapped = torch._C._functorch.is_functorch_wrapped_tensor
+    for a in arrays:
+        if not a.is_cpu or wrapped(a) or (grad and a.requires_grad):
+            return NotImplemented
     from . import _numpy
 
-    views = (a.detach().numpy() for a in arrays)
+    views = [(a.detach() if a.requires_grad else a).numpy() for a in arrays]
     out = getattr(_numpy, name)(*views, axis=axis, xp=_np_xp(), **options)
     if out is NotImplemented:
         return out
