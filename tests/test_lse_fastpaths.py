@@ -65,7 +65,12 @@ def _agree(got: Any, want: Any, to_np: Any, dtype: str) -> None:
 @pytest.mark.skipif(not in_session("torch"), reason="runs in the torch session")
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("axis", [1, 0])
-def test_torch_fast_paths_agree_with_the_generic_kernel(dtype: str, axis: int) -> None:
+@pytest.mark.parametrize("tracked", [False, True], ids=["plain", "tracked"])
+def test_torch_fast_paths_agree_with_the_generic_kernel(
+    dtype: str, axis: int, tracked: bool
+) -> None:
+    """Plain CPU tensors over their rows take the C row kernels; tensors autograd records (and
+    strided rows) take the ATen operations every device runs."""
     torch = pytest.importorskip("torch")
     import array_api_compat
 
@@ -77,7 +82,7 @@ def test_torch_fast_paths_agree_with_the_generic_kernel(dtype: str, axis: int) -
         a = a if axis == 1 else np.ascontiguousarray(a.T)
         return torch.from_numpy(a).to(getattr(torch, dtype) if dt is None else dt)
 
-    x = t(X)
+    x = t(X).requires_grad_(tracked)
     lse = _generic.logsumexp(x, axis=(axis,), xp=xp)
     arrays = (x, t(T), t(LABELS, torch.int64), t(G), t(H), lse)
     ran = 0
