@@ -4,11 +4,13 @@ agreement check (the tests: test_fastpaths_numpy.py, _torch.py, _jax.py)."""
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from typing import Any
 
 import array_api_compat
 import numpy as np
+import pytest
 from _support import TOLERANCES
 
 from softmax_xp import _generic, _kernels
@@ -143,3 +145,46 @@ def _pair_inputs(name: str, shape: tuple[int, ...], axis: tuple[int, ...], dtype
         y = getattr(_generic, fwd)(x, axis=axis, xp=array_api_compat.array_namespace(x))
     v = _data(shape, 6, special=True)  # +-inf and NaN in the tangents / cotangents
     return [np.asarray(y, dtype=dtype), v.astype(dtype)]
+
+
+# -- the NumPy fast path's C row kernels: the module, its levels, a counting spy -----------------
+def np_fast() -> Any:
+    """``softmax_xp._backends._numpy`` (imported when a test asks)."""
+    from softmax_xp._backends import _numpy
+
+    return _numpy
+
+
+def isa_levels() -> tuple[str, ...]:
+    """The instruction-set levels this CPU and build have, best first (``("none",)`` without
+    the C row kernels)."""
+    rows = np_fast()._rows
+    return ("none",) if rows is None else tuple(rows.isa_levels())
+
+
+def require_rows() -> Any:
+    """The C row kernels module; without it the test skips, or fails where
+    ``SOFTMAX_XP_REQUIRE_ROWS=1`` (set by nox, so that a build that lost them fails CI)."""
+    rows = np_fast()._rows
+    if rows is None:
+        if os.environ.get("SOFTMAX_XP_REQUIRE_ROWS") == "1":
+            pytest.fail("the C row kernels (softmax_xp._backends._rows) were not built")
+        pytest.skip("built without the C row kernels")
+    return rows
+
+
+class RowsSpy:
+    """The C row kernels module, with a count of the calls that reached it."""
+
+    def __init__(self, rows: Any) -> None:
+        self._rows = rows
+        self.calls = 0
+
+    def __getattr__(self, name: str) -> Any:
+        fn = getattr(self._rows, name)
+
+        def counted(*args: Any) -> Any:
+            self.calls += 1
+            return fn(*args)
+
+        return counted

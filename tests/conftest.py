@@ -7,6 +7,7 @@ import os
 from collections.abc import Iterator
 
 import pytest
+from _fastpaths import RowsSpy, isa_levels, np_fast, require_rows
 from _support import Backend, Lib, in_session, make_lib, selected_backends
 from hypothesis import HealthCheck, settings
 
@@ -60,3 +61,25 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         framework = _FRAMEWORK_FILES.get(name)
         if framework is not None and not in_session(framework):
             item.add_marker(pytest.mark.skip(reason=f"runs in the {framework} session"))
+
+
+# -- the C row kernels: every instruction-set level, and a spy counting the calls --------------
+@pytest.fixture(params=isa_levels())
+def isa_level(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Run a C-kernel test at each instruction-set level this CPU and build have (AVX-512, AVX2,
+    SSE2 on x86-64; NEON on aarch64), as on a CPU whose best level that is."""
+    rows = require_rows()
+    previous = rows.use_isa(request.param)
+    try:
+        assert rows.isa() == request.param
+        yield request.param
+    finally:
+        rows.use_isa(previous)
+
+
+@pytest.fixture
+def spy(monkeypatch: pytest.MonkeyPatch) -> RowsSpy:
+    """The NumPy fast path's C kernels, counted (a test asserts that they ran, or did not)."""
+    s = RowsSpy(require_rows())
+    monkeypatch.setattr(np_fast(), "_rows", s)
+    return s

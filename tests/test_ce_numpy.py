@@ -6,13 +6,13 @@ finite differences, at every instruction-set level this CPU and build have."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import array_api_compat.numpy as anp
 import numpy as np
 import pytest
+from _fastpaths import RowsSpy, np_fast, require_rows
 from _support import in_session
 
 from softmax_xp import _generic
@@ -32,70 +32,13 @@ IGNORES: tuple[int | None, ...] = (None, -100, 1)
 FUNC = "softmax_cross_entropy_with_integer_labels"
 
 
-def _np_fast() -> Any:
-    from softmax_xp._backends import _numpy
-
-    return _numpy
-
-
-def _isa_levels() -> tuple[str, ...]:
-    rows = _np_fast()._rows
-    return ("none",) if rows is None else tuple(rows.isa_levels())
-
-
-def _require_rows() -> Any:
-    rows = _np_fast()._rows
-    if rows is None:
-        if os.environ.get("SOFTMAX_XP_REQUIRE_ROWS") == "1":
-            pytest.fail("the C row kernels (softmax_xp._backends._rows) were not built")
-        pytest.skip("built without the C row kernels")
-    return rows
-
-
-@pytest.fixture(params=_isa_levels())
-def isa_level(request: pytest.FixtureRequest) -> Iterator[str]:
-    """Run a test at each instruction-set level this CPU and build have."""
-    rows = _require_rows()
-    previous = rows.use_isa(request.param)
-    try:
-        assert rows.isa() == request.param
-        yield request.param
-    finally:
-        rows.use_isa(previous)
-
-
-class _Spy:
-    """The C row kernels module, with a count of the calls that reached it."""
-
-    def __init__(self, rows: Any) -> None:
-        self._rows = rows
-        self.calls = 0
-
-    def __getattr__(self, name: str) -> Any:
-        fn = getattr(self._rows, name)
-
-        def counted(*args: Any) -> Any:
-            self.calls += 1
-            return fn(*args)
-
-        return counted
-
-
-@pytest.fixture
-def spy(monkeypatch: pytest.MonkeyPatch) -> _Spy:
-    """The fast path's C kernels, counted (a test asserts that they ran, or did not)."""
-    s = _Spy(_require_rows())
-    monkeypatch.setattr(_np_fast(), "_rows", s)
-    return s
-
-
 # -- the two routes ---------------------------------------------------------------------------
 
 
 def _fast(
     x: NDArray, labels: NDArray, axis: tuple[int, ...], eps: float, ignore: int | None
 ) -> Any:
-    return _np_fast().softmax_cross_entropy_with_integer_labels(
+    return np_fast().softmax_cross_entropy_with_integer_labels(
         x, labels, axis=axis, label_smoothing=eps, ignore_index=ignore, xp=np
     )
 
@@ -110,7 +53,7 @@ def _fast_vjp(
     eps: float,
     ignore: int | None,
 ) -> Any:
-    return _np_fast().softmax_cross_entropy_with_integer_labels_vjp(
+    return np_fast().softmax_cross_entropy_with_integer_labels_vjp(
         x, labels, lse, g, h, axis=axis, label_smoothing=eps, ignore_index=ignore, xp=np
     )
 
@@ -209,7 +152,7 @@ def _labels(n: int, c: int, seed: int, ignore: int | None) -> NDArray:
 
 @pytest.mark.usefixtures("isa_level")
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_every_length(dtype: str, spy: _Spy) -> None:
+def test_every_length(dtype: str, spy: RowsSpy) -> None:
     """Rows of every length 1..300 (eight rows: a four-row short group and leftovers), every
     smoothing and ignore option, labels at both ends, ignored and out of range."""
     for c in LENGTHS:
@@ -257,7 +200,7 @@ def _edge_rows(c: int, dtype: str) -> NDArray:
 @pytest.mark.usefixtures("isa_level")
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("c", [1, 2, 3, 4, 5, 8, 9, 16, 17, 32, 33, 100, 1025, 3000])
-def test_edge_rows(c: int, dtype: str, spy: _Spy) -> None:
+def test_edge_rows(c: int, dtype: str, spy: RowsSpy) -> None:
     """Edge rows with the label at the special value and elsewhere (first, middle and last
     class), ignored and out of range: the generic kernel's values, edges included."""
     edges = _edge_rows(c, dtype)
@@ -276,7 +219,7 @@ def test_edge_semantics(dtype: str) -> None:
     the label's logit matters beside the lse (a -inf elsewhere is harmless, at the label +inf);
     with smoothing every class has a positive target (a -inf logit anywhere: +inf); a row with
     +inf, NaN or only -inf: NaN; an ignored label: 0 even there; one out of range: NaN."""
-    _require_rows()
+    require_rows()
     inf, nan = np.inf, np.nan
     x = np.array(
         [
@@ -338,7 +281,7 @@ def test_long_rows(dtype: str) -> None:
 def test_cotangents_at_the_edges(dtype: str) -> None:
     """g or h of inf or NaN, and g = 0: the generic kernel's IEEE arithmetic (a NaN g makes the
     row NaN even where its target is 0)."""
-    _require_rows()
+    require_rows()
     rng = np.random.default_rng(11)
     x = (rng.standard_normal((6, 9)) * 3).astype(dtype)
     x[2, 4] = -np.inf
@@ -356,7 +299,7 @@ def test_cotangents_at_the_edges(dtype: str) -> None:
 def test_vjp_finite_differences() -> None:
     """The VJP is the derivative of (loss, lse): central differences of the generic forward in
     float64, ``sum_i g_i d loss_i / d x_ij + h_i d lse_i / d x_ij``."""
-    _require_rows()
+    require_rows()
     rng = np.random.default_rng(8)
     for c in (1, 2, 5, 17, 40):
         x = rng.standard_normal((4, c)) * 2
@@ -415,7 +358,7 @@ def _keepdims_labels(shape: tuple[int, ...], axis: tuple[int, ...], seed: int) -
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize(("layout", "shape", "axis"), LAYOUTS)
 def test_layouts(
-    layout: str, shape: tuple[int, ...], axis: tuple[int, ...], dtype: str, spy: _Spy
+    layout: str, shape: tuple[int, ...], axis: tuple[int, ...], dtype: str, spy: RowsSpy
 ) -> None:
     """Every layout whose slices are contiguous rows runs in C (threads for large inputs), in
     the keepdims shape; the inputs (read-only here) are not mutated."""
@@ -433,9 +376,9 @@ def test_layouts(
         np.testing.assert_array_equal(a, b, err_msg="an input was mutated")
 
 
-def test_threads_agree_with_one_call(spy: _Spy) -> None:
+def test_threads_agree_with_one_call(spy: RowsSpy) -> None:
     """Split between threads (many C calls) or in one call: the same numbers, bit for bit."""
-    rows = _require_rows()
+    rows = require_rows()
     x = np.random.default_rng(5).standard_normal((3000, 1024)).astype(np.float32)
     labels = _keepdims_labels(x.shape, (1,), 6)
     lab = labels[:, 0].astype(np.int64)
@@ -457,7 +400,7 @@ def test_threads_agree_with_one_call(spy: _Spy) -> None:
 
 
 @pytest.mark.parametrize("label_dtype", ["int8", "uint8", "int16", "int32", ">i4", ">i8", "uint32"])
-def test_label_dtypes(label_dtype: str, spy: _Spy) -> None:
+def test_label_dtypes(label_dtype: str, spy: RowsSpy) -> None:
     """Labels of every integer dtype that fits in int64 (byte-swapped ones too) give what int64
     labels give."""
     x = np.random.default_rng(2).standard_normal((9, 6))
@@ -470,7 +413,7 @@ def test_label_dtypes(label_dtype: str, spy: _Spy) -> None:
     assert spy.calls == 2
 
 
-def test_ignore_beyond_int64(spy: _Spy) -> None:
+def test_ignore_beyond_int64(spy: RowsSpy) -> None:
     """An ``ignore_index`` no int64 label can equal ignores nothing: out-of-range labels NaN."""
     x = np.random.default_rng(2).standard_normal((3, 6))
     labels = np.array([0, -1, 6])[:, np.newaxis]
@@ -482,12 +425,12 @@ def test_ignore_beyond_int64(spy: _Spy) -> None:
     assert spy.calls == 1
 
 
-def test_declines(spy: _Spy) -> None:
+def test_declines(spy: RowsSpy) -> None:
     """A mask, slices that are not contiguous rows, byte-swapped, unaligned or float16 data, an
     empty input, labels that are not integers fitting in int64 or not of the keepdims shape,
     per-slice arrays of another shape or dtype: NotImplemented (the generic kernel runs), with
     no C call."""
-    fast = _np_fast()
+    fast = np_fast()
     x = np.random.default_rng(9).standard_normal((8, 40))
     labels = np.arange(8)[:, np.newaxis]
     lse = np.ones((8, 1))
@@ -534,7 +477,7 @@ def test_declines(spy: _Spy) -> None:
     assert spy.calls == 0
 
 
-def test_public_function_runs_the_fast_path(spy: _Spy) -> None:
+def test_public_function_runs_the_fast_path(spy: RowsSpy) -> None:
     """``softmax_xp.softmax_cross_entropy_with_integer_labels`` on NumPy arrays reaches the C
     kernels (labels in the batch shape, of any integer dtype), as does the backends' dispatch of
     the VJP kernel; both return the generic kernels' values."""
@@ -561,7 +504,7 @@ def test_public_function_runs_the_fast_path(spy: _Spy) -> None:
 
 def test_binding_checks_its_arguments() -> None:
     """The bindings refuse what the kernels cannot take, naming the argument."""
-    rows = _require_rows()
+    rows = require_rows()
     x = np.ones((4, 8))
     lab = np.zeros(4, np.int64)
     out = np.empty(4)

@@ -10,7 +10,6 @@ import subprocess
 import sys
 import threading
 import tracemalloc
-from collections.abc import Iterator
 from typing import Any
 
 import array_api_compat
@@ -23,6 +22,7 @@ from _fastpaths import (
     LARGE,
     MASKED_PAIRS,
     PAIRS,
+    RowsSpy,
     _assert_agree,
     _data,
     _mask,
@@ -48,25 +48,8 @@ def _np_fast() -> Any:
     return _numpy
 
 
-class _RowsSpy:
-    """The C row kernels module, with a count of the calls that reached it."""
-
-    def __init__(self, rows: Any) -> None:
-        self._rows = rows
-        self.calls = 0
-
-    def __getattr__(self, name: str) -> Any:
-        fn = getattr(self._rows, name)
-
-        def counted(*args: Any) -> Any:
-            self.calls += 1
-            return fn(*args)
-
-        return counted
-
-
 @pytest.fixture(params=["c", "ufunc"])
-def np_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> _RowsSpy | None:
+def np_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> RowsSpy | None:
     """Run a NumPy fast-path test through the C row kernels, then through NumPy's ufuncs alone.
 
     Without the extension the "c" run skips, unless SOFTMAX_XP_REQUIRE_ROWS=1 (set by nox, so
@@ -80,7 +63,7 @@ def np_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> 
         if os.environ.get("SOFTMAX_XP_REQUIRE_ROWS") == "1":
             pytest.fail("the C row kernels (softmax_xp._backends._rows) were not built")
         pytest.skip("built without the C row kernels")
-    spy = _RowsSpy(numpy_fast._rows)
+    spy = RowsSpy(numpy_fast._rows)
     monkeypatch.setattr(numpy_fast, "_rows", spy)
     return spy
 
@@ -185,7 +168,7 @@ def test_numpy_jacobian(
     axis: tuple[int, ...],
     layout: str,
     dtype: str,
-    np_path: _RowsSpy | None,
+    np_path: RowsSpy | None,
 ) -> None:
     y, _ = _pair_inputs(name, shape, axis, dtype)
     y[0, ...] = np.nan  # NaN placement in the dense output too
@@ -284,33 +267,11 @@ def test_numpy_declines_what_it_does_not_cover() -> None:
 ROW_LENGTHS = [1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 24, 31, 32, 33, 64, 65, 100, 1000]
 
 
-def _isa_levels() -> tuple[str, ...]:
-    rows = _np_fast()._rows
-    return ("none",) if rows is None else tuple(rows.isa_levels())
-
-
-@pytest.fixture(params=_isa_levels())
-def isa_level(request: pytest.FixtureRequest) -> Iterator[str]:
-    """Run a C-kernel test at each instruction-set level this CPU and build have (AVX-512, AVX2,
-    SSE2 on x86-64; NEON on aarch64), as on a CPU whose best level that is."""
-    rows = _np_fast()._rows
-    if rows is None:
-        if os.environ.get("SOFTMAX_XP_REQUIRE_ROWS") == "1":
-            pytest.fail("the C row kernels (softmax_xp._backends._rows) were not built")
-        pytest.skip("built without the C row kernels")
-    previous = rows.use_isa(request.param)
-    try:
-        assert rows.isa() == request.param
-        yield request.param
-    finally:
-        rows.use_isa(previous)
-
-
 @pytest.mark.usefixtures("isa_level")
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("c", ROW_LENGTHS)
 @pytest.mark.parametrize("name", FORWARD + PAIRS)
-def test_numpy_c_rows_every_length(name: str, c: int, dtype: str, np_path: _RowsSpy | None) -> None:
+def test_numpy_c_rows_every_length(name: str, c: int, dtype: str, np_path: RowsSpy | None) -> None:
     """Rows of every length around the vector widths, at every instruction-set level: full
     vectors and the padded last part, each with +-inf and NaN; the C kernels are the ones that
     ran."""
@@ -328,7 +289,7 @@ def test_numpy_c_rows_every_length(name: str, c: int, dtype: str, np_path: _Rows
 @pytest.mark.parametrize("layout", ["f", "strided"])
 @pytest.mark.parametrize("masked", [False, True])
 def test_numpy_c_rows_only_where_they_apply(
-    layout: str, masked: bool, np_path: _RowsSpy | None
+    layout: str, masked: bool, np_path: RowsSpy | None
 ) -> None:
     """Masks and slices that are not contiguous rows take the ufunc path (and still agree)."""
     if np_path is None:

@@ -5,13 +5,13 @@ level this CPU and build have."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pytest
 import scipy.special
+from _fastpaths import RowsSpy, np_fast, require_rows
 from _support import in_session
 
 from softmax_xp._testing import FD_STEP, FD_TOLERANCE, TOLERANCES
@@ -33,65 +33,6 @@ VJP_ULPS = 4.0
 LENGTHS = range(1, 301)
 
 NDArray = np.ndarray[Any, Any]
-
-
-def _np_fast() -> Any:
-    from softmax_xp._backends import _numpy
-
-    return _numpy
-
-
-def _isa_levels() -> tuple[str, ...]:
-    rows = _np_fast()._rows
-    return ("none",) if rows is None else tuple(rows.isa_levels())
-
-
-def _require_rows() -> Any:
-    rows = _np_fast()._rows
-    if rows is None:
-        if os.environ.get("SOFTMAX_XP_REQUIRE_ROWS") == "1":
-            pytest.fail("the C row kernels (softmax_xp._backends._rows) were not built")
-        pytest.skip("built without the C row kernels")
-    return rows
-
-
-@pytest.fixture(params=_isa_levels())
-def isa_level(request: pytest.FixtureRequest) -> Iterator[str]:
-    """Run a test at each instruction-set level this CPU and build have (AVX-512, AVX2, SSE2 on
-    x86-64; NEON on aarch64), as on a CPU whose best level that is."""
-    rows = _require_rows()
-    previous = rows.use_isa(request.param)
-    try:
-        assert rows.isa() == request.param
-        yield request.param
-    finally:
-        rows.use_isa(previous)
-
-
-class _Spy:
-    """The C row kernels module, with a count of the calls that reached it."""
-
-    def __init__(self, rows: Any) -> None:
-        self._rows = rows
-        self.calls = 0
-
-    def __getattr__(self, name: str) -> Any:
-        fn = getattr(self._rows, name)
-
-        def counted(*args: Any) -> Any:
-            self.calls += 1
-            return fn(*args)
-
-        return counted
-
-
-@pytest.fixture
-def spy(monkeypatch: pytest.MonkeyPatch) -> _Spy:
-    """The fast path's C kernels, counted (a test asserts that they ran, or did not)."""
-    fast = _np_fast()
-    s = _Spy(_require_rows())
-    monkeypatch.setattr(fast, "_rows", s)
-    return s
 
 
 # -- references -----------------------------------------------------------------------------------
@@ -171,7 +112,7 @@ def _rows_data(n: int, c: int, dtype: str, seed: int) -> NDArray:
 def test_binding_every_length(dtype: str) -> None:
     """``_rows.logsumexp`` on 6 rows of every length 1..300 (five rows in a group of four and a
     leftover row), a padded row stride and a strided 1-D output."""
-    rows = _require_rows()
+    rows = require_rows()
     for c in LENGTHS:
         base = _rows_data(6, c + 3, dtype, c)
         x = base[:, :c]  # rows c + 3 apart
@@ -183,9 +124,9 @@ def test_binding_every_length(dtype: str) -> None:
 
 @pytest.mark.usefixtures("isa_level")
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_fast_path_every_length(dtype: str, spy: _Spy) -> None:
+def test_fast_path_every_length(dtype: str, spy: RowsSpy) -> None:
     """``_numpy.logsumexp`` over the last axis at every length 1..300 runs the C kernels."""
-    fast = _np_fast()
+    fast = np_fast()
     for c in LENGTHS:
         x = _rows_data(5, c, dtype, 1000 + c)
         before = spy.calls
@@ -200,8 +141,8 @@ def test_fast_path_every_length(dtype: str, spy: _Spy) -> None:
 def test_long_rows_and_ranges(dtype: str) -> None:
     """Rows over many blocks (the running maximum rescales the sum), increasing, decreasing and
     wide-ranged ones, and sums of thousands of nearly equal terms."""
-    fast = _np_fast()
-    _require_rows()
+    fast = np_fast()
+    require_rows()
     rng = np.random.default_rng(7)
     lo = -80.0 if dtype == "float32" else -700.0
     for c in (1023, 1024, 1025, 4097, 40000):
@@ -253,16 +194,16 @@ def _edge_rows(c: int, dtype: str) -> NDArray:
 @pytest.mark.usefixtures("isa_level")
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("c", [1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 32, 33, 64, 100, 1025, 3000])
-def test_edge_rows(c: int, dtype: str, spy: _Spy) -> None:
+def test_edge_rows(c: int, dtype: str, spy: RowsSpy) -> None:
     """Edge values exactly as scipy.special.logsumexp returns them, in rows of every kind of
     length (one vector, two, several, several blocks)."""
     x = _edge_rows(c, dtype)
-    got = _np_fast().logsumexp(x, axis=(1,), xp=np)
+    got = np_fast().logsumexp(x, axis=(1,), xp=np)
     assert spy.calls > 0
     _assert_lse(got, x, (1,), f"c={c}")
     # the rows one at a time as well (no short-row group around them)
     for i in range(x.shape[0]):
-        one = _np_fast().logsumexp(x[i : i + 1], axis=(1,), xp=np)
+        one = np_fast().logsumexp(x[i : i + 1], axis=(1,), xp=np)
         _assert_lse(one, x[i : i + 1], (1,), f"c={c} row {i}")
 
 
@@ -271,13 +212,13 @@ def test_edge_rows(c: int, dtype: str, spy: _Spy) -> None:
 def test_empty_rows(dtype: str) -> None:
     """The kernel gives -inf for rows of no numbers (scipy's value); the fast path leaves an
     empty input to the generic kernel."""
-    rows = _require_rows()
+    rows = require_rows()
     out = np.zeros(3, dtype=dtype)
     rows.logsumexp(np.empty((3, 0), dtype=dtype), out)
     np.testing.assert_array_equal(out, _scipy(np.empty((3, 0), dtype=dtype), (1,))[:, 0])
     assert np.all(np.isneginf(out))
     rows.logsumexp(np.empty((0, 5), dtype=dtype), np.empty(0, dtype=dtype))  # no rows: no error
-    fast = _np_fast()
+    fast = np_fast()
     assert fast.logsumexp(np.empty((3, 0), dtype=dtype), axis=(1,), xp=np) is NotImplemented
 
 
@@ -310,14 +251,14 @@ def _layout(a: NDArray, layout: str) -> NDArray:
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize(("layout", "shape", "axis"), LAYOUTS)
 def test_fast_path_layouts(
-    layout: str, shape: tuple[int, ...], axis: tuple[int, ...], dtype: str, spy: _Spy
+    layout: str, shape: tuple[int, ...], axis: tuple[int, ...], dtype: str, spy: RowsSpy
 ) -> None:
     """Every layout whose reduced slices are contiguous rows runs in C (threads for large
     inputs); the keepdims shape and x's dtype; the input is not mutated."""
     x = _layout(np.random.default_rng(3).standard_normal(shape).astype(dtype) * 4, layout)
     x[(0,) * x.ndim] = np.inf  # one +inf row
     before = x.copy()
-    got = _np_fast().logsumexp(x, axis=axis, xp=np)
+    got = np_fast().logsumexp(x, axis=axis, xp=np)
     assert got is not NotImplemented
     assert spy.calls > 0, "the C kernels did not run"
     np.testing.assert_array_equal(x, before, err_msg="the input was mutated")
@@ -325,10 +266,10 @@ def test_fast_path_layouts(
     _assert_lse(got, x, axis)
 
 
-def test_fast_path_declines(spy: _Spy) -> None:
+def test_fast_path_declines(spy: RowsSpy) -> None:
     """A mask, slices that are not contiguous rows, byte-swapped, unaligned or float16 data, an
     empty input: NotImplemented (the generic kernel runs), with no C call."""
-    fast = _np_fast()
+    fast = np_fast()
     x = np.random.default_rng(4).standard_normal((8, 40))
     w = np.ones(x.shape, dtype=bool)
     unaligned = np.ndarray(x.shape, np.float64, buffer=np.zeros(x.nbytes + 1, np.uint8), offset=1)
@@ -350,7 +291,7 @@ def test_fast_path_declines(spy: _Spy) -> None:
 
 
 def test_fast_path_declines_without_the_c_kernels(monkeypatch: pytest.MonkeyPatch) -> None:
-    fast = _np_fast()
+    fast = np_fast()
     monkeypatch.setattr(fast, "_rows", None)
     x = np.ones((4, 8))
     assert fast.logsumexp(x, axis=(1,), xp=np) is NotImplemented
@@ -363,10 +304,10 @@ def test_fast_path_declines_without_the_c_kernels(monkeypatch: pytest.MonkeyPatc
 
 @pytest.mark.usefixtures("isa_level")
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_vjp_every_length(dtype: str, spy: _Spy) -> None:
+def test_vjp_every_length(dtype: str, spy: RowsSpy) -> None:
     """``g * exp(x - lse)`` at every length 1..300 with lse from the forward pass, against the
     float64 NumPy formula."""
-    fast = _np_fast()
+    fast = np_fast()
     for c in LENGTHS:
         x = _rows_data(6, c, dtype, 2000 + c)
         lse = fast.logsumexp(x, axis=(1,), xp=np)
@@ -386,7 +327,7 @@ def test_vjp_every_length(dtype: str, spy: _Spy) -> None:
 def test_vjp_edges(c: int, dtype: str) -> None:
     """NaN throughout a row whose lse is not finite (+inf, NaN, or -inf: a row of -inf only);
     elsewhere IEEE arithmetic of the formula (x = -inf: 0; x = +inf: g * inf; x NaN: NaN)."""
-    fast = _np_fast()
+    fast = np_fast()
     x = _edge_rows(c, dtype)
     lse = fast.logsumexp(x, axis=(1,), xp=np)
     g = np.random.default_rng(c).standard_normal(lse.shape).astype(dtype)
@@ -407,11 +348,11 @@ def test_vjp_edges(c: int, dtype: str) -> None:
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize(("layout", "shape", "axis"), LAYOUTS)
 def test_vjp_layouts(
-    layout: str, shape: tuple[int, ...], axis: tuple[int, ...], dtype: str, spy: _Spy
+    layout: str, shape: tuple[int, ...], axis: tuple[int, ...], dtype: str, spy: RowsSpy
 ) -> None:
     """As the softmax C path: rows contiguous in x and in the (C-ordered) result, so the
     columns of a Fortran array are left to the generic kernel."""
-    fast = _np_fast()
+    fast = np_fast()
     x = _layout(np.random.default_rng(5).standard_normal(shape).astype(dtype) * 4, layout)
     lse = _scipy(x, axis).astype(dtype)
     g = np.random.default_rng(6).standard_normal(lse.shape).astype(dtype)
@@ -427,12 +368,12 @@ def test_vjp_layouts(
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("c", [1, 5, 16, 33, 1025])
-def test_agrees_with_the_generic_kernels(c: int, dtype: str, spy: _Spy) -> None:
+def test_agrees_with_the_generic_kernels(c: int, dtype: str, spy: RowsSpy) -> None:
     """The fast path returns what ``softmax_xp._generic`` returns (the public functions take
     either): NaN, inf and 0 at the same places, values within TOLERANCES."""
     from softmax_xp import _generic
 
-    fast = _np_fast()
+    fast = np_fast()
     x = _edge_rows(c, dtype)
     rtol, atol = TOLERANCES[dtype]
     got = fast.logsumexp(x, axis=(1,), xp=np)
@@ -451,8 +392,8 @@ def test_agrees_with_the_generic_kernels(c: int, dtype: str, spy: _Spy) -> None:
 def test_vjp_finite_differences() -> None:
     """The VJP is the derivative of logsumexp: central differences of scipy.special.logsumexp
     in float64, ``sum_i g_i d lse_i / d x_ij``."""
-    _require_rows()
-    fast = _np_fast()
+    require_rows()
+    fast = np_fast()
     rng = np.random.default_rng(8)
     for c in (1, 2, 5, 17, 40):
         x = rng.standard_normal((3, c)) * 2
@@ -470,8 +411,8 @@ def test_vjp_finite_differences() -> None:
         np.testing.assert_allclose(got, fd, rtol=rtol, atol=atol, err_msg=f"c={c}")
 
 
-def test_vjp_declines(spy: _Spy) -> None:
-    fast = _np_fast()
+def test_vjp_declines(spy: RowsSpy) -> None:
+    fast = np_fast()
     x = np.random.default_rng(9).standard_normal((8, 40))
     lse = _scipy(x, (1,))
     g = np.ones_like(lse)
@@ -499,7 +440,7 @@ def test_vjp_declines(spy: _Spy) -> None:
 
 def test_binding_checks_its_arguments() -> None:
     """The bindings refuse what the kernels cannot take, naming the argument."""
-    rows = _require_rows()
+    rows = require_rows()
     x = np.ones((4, 8))
     with pytest.raises(ValueError, match="logsumexp: expected x"):
         rows.logsumexp(x[:, ::2], np.empty(4))
