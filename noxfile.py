@@ -277,10 +277,18 @@ def _c_driver(session: nox.Session, cc: str, out: Path, x86: bool, *extra: str) 
     return exe
 
 
+def _pool_driver(session: nox.Session, cc: str, out: Path, *extra: str) -> Path:
+    """Compile tests/c/test_pool.c with the thread pool."""
+    exe = out / ("test_pool" + ("_tsan" if "-fsanitize=thread" in extra else ""))
+    session.run(cc, *_CFLAGS, "-pthread", f"-I{_KERNEL_DIR}", *extra, "tests/c/test_pool.c", f"{_KERNEL_DIR}/_rows_pool.c", "-o", str(exe), external=True)  # fmt: skip
+    return exe
+
+
 @nox.session(venv_backend="none")
 def ckernels(session: nox.Session) -> None:
-    """The C test driver: natively with GCC and Clang at every level the CPU runs, and for
-    aarch64 (cross-compiled, under qemu-user) where Debian's toolchain is installed."""
+    """The C test drivers (the kernels, the thread pool): natively with GCC and Clang at every
+    level the CPU runs (the pool also under ThreadSanitizer), and for aarch64 (cross-compiled,
+    under qemu-user) where Debian's toolchain is installed."""
     tmp = Path(".nox") / "ckernels"
     native_x86 = platform.machine().lower() in ("x86_64", "amd64")
     for cc in ("gcc", "clang"):
@@ -292,6 +300,11 @@ def ckernels(session: nox.Session) -> None:
         out = tmp / cc
         out.mkdir(parents=True, exist_ok=True)
         session.run(str(_c_driver(session, cc, out, native_x86)), external=True)
+        session.run(str(_pool_driver(session, cc, out)), external=True)
+    # The pool once more under ThreadSanitizer (data races, lock order); its fork() check needs
+    # die_after_fork=0 (a child of a multi-threaded process that starts threads of its own).
+    tsan = _pool_driver(session, "gcc", tmp / "gcc", "-fsanitize=thread", "-g", "-O1")
+    session.run(str(tsan), external=True, env={"TSAN_OPTIONS": "die_after_fork=0 halt_on_error=1"})
     cross, qemu = "aarch64-linux-gnu-gcc", "qemu-aarch64"
     if shutil.which(cross) is None or shutil.which(qemu) is None:
         msg = (
@@ -306,3 +319,5 @@ def ckernels(session: nox.Session) -> None:
     out.mkdir(parents=True, exist_ok=True)
     exe = _c_driver(session, cross, out, False, "-static")
     session.run(qemu, str(exe), "--quick", external=True)
+    # qemu-user (7.2) aborts in the child of a multi-threaded process: no fork() check there
+    session.run(qemu, str(_pool_driver(session, cross, out, "-static")), "--no-fork", external=True)

@@ -51,7 +51,8 @@ class BuildExt(build_ext):
     def build_extension(self, ext: Extension) -> None:
         try:
             levels = _X86_LEVELS if _is_x86_64() else {}
-            ext.extra_compile_args = list(_FLAGS)
+            ext.extra_compile_args = [*_FLAGS, "-pthread"]
+            ext.extra_link_args = ["-pthread"]  # the thread pool (_rows_pool.c); old glibc needs it
             ext.extra_objects = list(ext.extra_objects or [])
             for name, flags in levels.items():
                 ext.extra_objects += self.compiler.compile(
@@ -70,8 +71,8 @@ setup(
     ext_modules=[
         Extension(
             "softmax_xp._backends._rows",
-            sources=[_DIR + "_rows.c", _DIR + "_rows_base.c"],
-            depends=[_DIR + f for f in ("_rows_core.h", "_rows_kernels.h", *_X86_LEVELS)],
+            sources=[_DIR + "_rows.c", _DIR + "_rows_pool.c", _DIR + "_rows_base.c"],
+            depends=[_DIR + f for f in ("_rows_core.h", "_rows_kernels.h", "_rows_pool.h", *_X86_LEVELS)],
             include_dirs=[_DIR],
             optional=True,
         )

@@ -174,17 +174,22 @@ def require_rows() -> Any:
 
 
 class RowsSpy:
-    """The C row kernels module, with a count of the calls that reached it."""
+    """The C row kernels module, with a count of the calls that reached it and, per call, the
+    number of threads of the C pool that took part (what the kernel functions return)."""
 
     def __init__(self, rows: Any) -> None:
         self._rows = rows
         self.calls = 0
+        self.threads: list[int] = []
 
     def __getattr__(self, name: str) -> Any:
         fn = getattr(self._rows, name)
 
         def counted(*args: Any) -> Any:
             self.calls += 1
-            return fn(*args)
+            used = fn(*args)
+            if isinstance(used, int):
+                self.threads.append(used)
+            return used
 
         return counted

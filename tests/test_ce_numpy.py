@@ -376,15 +376,30 @@ def test_layouts(
         np.testing.assert_array_equal(a, b, err_msg="an input was mutated")
 
 
-def test_threads_agree_with_one_call(spy: RowsSpy) -> None:
-    """Split between threads (many C calls) or in one call: the same numbers, bit for bit."""
+@pytest.mark.parametrize("c_pool", [True, False], ids=["c-pool", "python-pool"])
+def test_threads_agree_with_one_call(
+    spy: RowsSpy, c_pool: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Split between threads (the C pool in one call, or the Python pool over many C calls) or
+    run serially in one call: the same numbers, bit for bit."""
     rows = require_rows()
+    monkeypatch.setattr(np_fast(), "_C_POOL", c_pool)
+    monkeypatch.setattr(np_fast(), "_n_threads", lambda: 2)  # two threads, on any machine
+
+    def split(calls: int) -> None:
+        if c_pool:
+            assert spy.calls == calls + 1, "not one call"
+            assert spy.threads[-1] == 2, "not split in C"
+        else:
+            assert spy.calls > calls + 1, "not split in Python"
+
     x = np.random.default_rng(5).standard_normal((3000, 1024)).astype(np.float32)
     labels = _keepdims_labels(x.shape, (1,), 6)
     lab = labels[:, 0].astype(np.int64)
     for eps in (0.0, 0.1):
+        calls = spy.calls
         loss, lse = _fast(x, labels, (1,), eps, -100)
-        assert spy.calls > 1, "no split"
+        split(calls)
         one_loss, one_lse = np.empty(3000, np.float32), np.empty(3000, np.float32)
         rows.ce_labels(x, lab, eps, -100, True, one_loss, one_lse)
         rtol, atol = EXACT
@@ -393,7 +408,7 @@ def test_threads_agree_with_one_call(spy: RowsSpy) -> None:
         g, h = np.ones_like(lse), np.full_like(lse, 0.5)
         calls = spy.calls
         dx = _fast_vjp(x, labels, lse, g, h, (1,), eps, -100)
-        assert spy.calls > calls + 1, "no split"
+        split(calls)
         one = np.empty_like(x)
         rows.ce_labels_vjp(x, lab, lse[:, 0], g[:, 0], h[:, 0], eps, -100, True, one)
         np.testing.assert_allclose(dx, one, rtol=rtol, atol=atol)

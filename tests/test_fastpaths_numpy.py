@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import tracemalloc
+import warnings
 from typing import Any
 
 import array_api_compat
@@ -30,6 +31,7 @@ from _fastpaths import (
     _pair_inputs,
     _quiet,
     _scale,
+    require_rows,
 )
 from _support import in_session
 
@@ -401,3 +403,101 @@ def test_advise_hugepages_gives_huge_pages() -> None:
     del view
     buf.close()
     assert huge_kib >= 2048, "no huge page in the advised mapping"
+
+
+class _Out:
+    """An output operand of a C kernel call: a new array of this shape per call."""
+
+    def __init__(self, *shape: int) -> None:
+        self.shape = shape
+
+
+def _c_calls(rows: Any, dtype: str) -> dict[str, Any]:
+    """Every C kernel function on inputs of many row pieces, NaN and infinities included: name ->
+    ``call(threads)``, which returns ``(threads that took part, outputs)``."""
+    rng = np.random.default_rng(50)
+    x = (rng.standard_normal((700, 513)) * 4).astype(dtype)
+    x[3, 7], x[11, :], x[20, 0] = np.inf, -np.inf, np.nan
+    v = rng.standard_normal(x.shape).astype(dtype)
+    n, c = x.shape
+    lab = rng.integers(-1, c + 1, n).astype(np.int64)
+    lse, g, h = (rng.standard_normal(n).astype(dtype) for _ in range(3))
+    y = np.abs(rng.standard_normal((40, 60))).astype(dtype)
+
+    def with_outputs(fn: Any, *args: Any) -> Any:
+        def call(threads: int) -> tuple[int, list[np.ndarray]]:
+            outs = {
+                i: np.full(a.shape, -7, dtype) for i, a in enumerate(args) if isinstance(a, _Out)
+            }
+            used = fn(*(outs.get(i, a) for i, a in enumerate(args)), threads)
+            return used, list(outs.values())
+
+        return call
+
+    return {
+        "forward": with_outputs(rows.forward, x, _Out(n, c), False),
+        "forward log": with_outputs(rows.forward, x, _Out(n, c), True),
+        "prod": with_outputs(rows.prod, x, v, _Out(n, c)),
+        "log_vjp": with_outputs(rows.log_vjp, x, v, _Out(n, c)),
+        "log_jvp": with_outputs(rows.log_jvp, x, v, _Out(n, c)),
+        "jacobian": with_outputs(rows.jacobian, y, _Out(40 * 60, 60), False),
+        "jacobian log": with_outputs(rows.jacobian, -y, _Out(40 * 60, 60), True),
+        "logsumexp": with_outputs(rows.logsumexp, x, _Out(n)),
+        "logsumexp_vjp": with_outputs(rows.logsumexp_vjp, x, lse, g, _Out(n, c)),
+        "ce_labels": with_outputs(rows.ce_labels, x, lab, 0.1, 5, True, _Out(n), _Out(n)),
+        "ce_labels_vjp": with_outputs(
+            rows.ce_labels_vjp, x, lab, lse, g, h, 0.1, 5, True, _Out(n, c)
+        ),
+        "exp": with_outputs(rows.exp, x, _Out(n, c)),
+    }
+
+
+_C_NAMES = ["forward", "forward log", "prod", "log_vjp", "log_jvp", "jacobian", "jacobian log",
+            "logsumexp", "logsumexp_vjp", "ce_labels", "ce_labels_vjp", "exp"]  # fmt: skip
+
+
+@pytest.mark.usefixtures("isa_level")
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("name", _C_NAMES)
+def test_c_pool_gives_the_serial_results(name: str, dtype: str) -> None:
+    """Every C kernel split over 2, 3 and 16 threads of the C pool gives what one thread gives,
+    bit for bit (NaN included), and says how many threads took part."""
+    rows = require_rows()
+    call = _c_calls(rows, dtype)[name]
+    used, want = call(1)
+    assert used == 1
+    for threads in (2, 3, 16):
+        used, got = call(threads)
+        assert 1 < used <= threads, f"{threads} threads asked, {used} took part"
+        for a, b in zip(got, want, strict=True):
+            np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork()")
+def test_c_pool_in_a_forked_child() -> None:
+    """A child forked after the C pool started (its workers are not copied) starts a pool of
+    its own: a split call there returns, with the parent's results."""
+    rows = require_rows()
+    call = _c_calls(rows, "float32")["forward"]
+    assert call(2)[0] == 2  # the parent's pool is running
+    _, want = call(1)
+    read, write = os.pipe()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # 3.12+: fork() with threads running
+        pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            used, got = call(2)
+            ok = used == 2 and all(
+                np.array_equal(a, b, equal_nan=True) for a, b in zip(got, want, strict=True)
+            )
+            os.write(write, b"ok" if ok else b"bad")
+        finally:
+            os._exit(0)
+    os.close(write)
+    try:
+        _, status = os.waitpid(pid, 0)
+        assert os.read(read, 8) == b"ok", "the child's split call failed"
+        assert os.WIFEXITED(status)
+    finally:
+        os.close(read)

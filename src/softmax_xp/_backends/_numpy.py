@@ -10,9 +10,11 @@ Every kernel is memory-bound, so the aim is to move each byte once:
   scratch the size of one cache block.
 - **Row blocks that stay in cache.** The slices are cut into blocks of about ``_BLOCK_BYTES`` per
   array, so the second and later passes over a block read it from L2, not from memory.
-- **Threads over row blocks.** NumPy releases the GIL inside ufunc loops, so large inputs are split
-  between the cores: one part runs in the calling thread, the others in a module-level pool that is
-  created lazily under a lock. Nested calls from a pool thread run serially (no deadlock).
+- **Threads over row blocks.** Large inputs are split between the cores. The C kernels do it
+  themselves: one call hands its rows to the C thread pool (``_rows_pool.c``), the calling thread
+  one of the workers, with no Python in between. The NumPy ufunc path (which releases the GIL
+  inside its loops) uses a module-level Python pool, created lazily under a lock, the calling
+  thread again one of them. Nested calls from a pool thread run serially (no deadlock).
 - **Fused C row kernels** (``_rows.c``, built with the package where a C compiler is found).
   Unmasked float32/float64 kernels whose slices are contiguous rows go to C, where the maximum,
   ``exp`` and its sum, and the scaling take three passes over a row (two read it from cache), with
@@ -122,6 +124,37 @@ def _run_parallel(n_blocks: int, nbytes: int, work: Callable[[int, int], None]) 
                 f.result()
 
 
+#: Whether the C kernels split a large call between the cores on their own C thread pool (one
+#: call, no Python pool wake) or, off, get row pieces from this module's Python pool, as before
+#: the C pool existed (kept for the benchmark, which compares both in one run).
+_C_POOL = True
+
+
+def _c_threads(nbytes: int) -> int:
+    """How many threads a C kernel call over ``nbytes`` of input is worth (1: run serially)."""
+    if nbytes < _THREAD_MIN_BYTES or getattr(_local, "in_worker", False):
+        return 1
+    return _n_threads()
+
+
+def _c_run(call: Callable[[slice, int], object], n_rows: int, row_bytes: int, nbytes: int) -> None:
+    """Run a C row kernel over rows ``[0, n_rows)`` of its operands: ``call(rows, threads)`` runs
+    it on the rows ``rows`` with up to ``threads`` threads of the C pool. A large call is split
+    between the cores by the C pool, or with ``_C_POOL`` off by the Python pool in pieces of
+    about ``_ROWS_TASK_BYTES`` (``row_bytes`` per row)."""
+    threads = _c_threads(nbytes)
+    if threads == 1 or _C_POOL:
+        call(slice(None), threads)
+        return
+    step = max(1, _ROWS_TASK_BYTES // max(1, row_bytes))
+
+    def work(lo: int, hi: int) -> None:
+        for b in range(lo, hi):
+            call(slice(b * step, (b + 1) * step), 1)
+
+    _run_parallel(-(-n_rows // step), nbytes, work)
+
+
 # -- layout --------------------------------------------------------------------------------------
 
 
@@ -175,7 +208,7 @@ Kernel = Callable[[Sequence[NDArray], NDArray, Axes, NDArray], None]
 Alloc = Callable[[tuple[int, ...], Any], NDArray]
 
 #: ``rows(*operand_rows, out_rows)``: a C row kernel bound to its options.
-RowsKernel = Callable[..., None]
+RowsKernel = Callable[..., object]
 
 
 def _rows_apply(lay: _Layout) -> bool:
@@ -200,14 +233,12 @@ def _apply(
     bsz = lay.block
 
     if rows is not None and _rows_apply(lay):
-        step = max(1, _ROWS_TASK_BYTES // (lay.row_items * out.itemsize))
-        c_rows = rows
+        c_rows, views = rows, lay.views
 
-        def c_work(lo: int, hi: int) -> None:
-            for b in range(lo, hi):
-                c_rows(*(v[b * step : (b + 1) * step] for v in lay.views))
+        def call(s: slice, threads: int) -> None:
+            c_rows(*(v[s] for v in views), threads)
 
-        _run_parallel(-(-lay.n_rows // step), lay.nbytes, c_work)
+        _c_run(call, lay.n_rows, lay.row_items * out.itemsize, lay.nbytes)
         return out
 
     if lay.short:
@@ -398,8 +429,8 @@ def _forward(
     if _rows is not None and w is None:
         fwd = _rows.forward
 
-        def rows(xr: NDArray, yr: NDArray) -> None:
-            fwd(xr, yr, log)
+        def rows(xr: NDArray, yr: NDArray, threads: int) -> None:
+            fwd(xr, yr, log, threads)
 
     return _apply(kernel, ops, out, axis, rows)
 
@@ -480,14 +511,13 @@ def _jacobian(y: Array, axis: Axes, log: bool, alloc: Alloc = np.empty) -> Array
         r2c = np.ascontiguousarray(np.reshape(rows, (-1, c)))
         outc = alloc((*batch, c, c), y.dtype)
         o2 = np.reshape(outc, (-1, c))
-        step = max(1, _ROWS_TASK_BYTES // max(1, c * c * y.itemsize))
         jac = _rows.jacobian
 
-        def c_work(lo: int, hi: int) -> None:
-            for b in range(lo, hi):
-                jac(r2c[b * step : (b + 1) * step], o2[b * step * c : (b + 1) * step * c], log)
+        def call(s: slice, threads: int) -> None:
+            o = o2 if s.stop is None else o2[s.start * c : s.stop * c]
+            jac(r2c[s], o, log, threads)
 
-        _run_parallel(-(-r2c.shape[0] // step), outc.nbytes, c_work)
+        _c_run(call, r2c.shape[0], c * c * y.itemsize, outc.nbytes)
         return outc
     r2 = np.reshape(rows, (-1, c))
     if log:
@@ -557,14 +587,12 @@ def logsumexp(x: Array, /, *, axis: Axes, where: Array | None = None, xp: Namesp
     if not _rows_apply(lay):
         return NotImplemented
     xv, ov = lay.views[0], np.reshape(out, (lay.n_rows,))
-    step = max(1, _ROWS_TASK_BYTES // max(1, lay.row_items * x.itemsize))
     lse = rows.logsumexp
 
-    def c_work(lo: int, hi: int) -> None:
-        for b in range(lo, hi):
-            lse(xv[b * step : (b + 1) * step], ov[b * step : (b + 1) * step])
+    def call(s: slice, threads: int) -> None:
+        lse(xv[s], ov[s], threads)
 
-    _run_parallel(-(-lay.n_rows // step), lay.nbytes, c_work)
+    _c_run(call, lay.n_rows, lay.row_items * x.itemsize, lay.nbytes)
     return out
 
 
@@ -602,15 +630,12 @@ def logsumexp_vjp(
     if not _rows_apply(lay):
         return NotImplemented
     xv, ov = lay.views
-    step = max(1, _ROWS_TASK_BYTES // max(1, lay.row_items * x.itemsize))
     vjp = rows.logsumexp_vjp
 
-    def c_work(lo: int, hi: int) -> None:
-        for b in range(lo, hi):
-            s = slice(b * step, (b + 1) * step)
-            vjp(xv[s], lv[s], gv[s], ov[s])
+    def call(s: slice, threads: int) -> None:
+        vjp(xv[s], lv[s], gv[s], ov[s], threads)
 
-    _run_parallel(-(-n // step), lay.nbytes, c_work)
+    _c_run(call, n, lay.row_items * x.itemsize, lay.nbytes)
     return out
 
 
@@ -673,15 +698,12 @@ def softmax_cross_entropy_with_integer_labels(
     if not _rows_apply(lay):
         return NotImplemented
     xv = lay.views[0]
-    step = max(1, _ROWS_TASK_BYTES // max(1, lay.row_items * x.itemsize))
     ce = rows.ce_labels
 
-    def c_work(lo_: int, hi: int) -> None:
-        for b in range(lo_, hi):
-            s = slice(b * step, (b + 1) * step)
-            ce(xv[s], lab[s], eps, ignore, has_ignore, lo[s], ls[s])
+    def call(s: slice, threads: int) -> None:
+        ce(xv[s], lab[s], eps, ignore, has_ignore, lo[s], ls[s], threads)
 
-    _run_parallel(-(-lay.n_rows // step), lay.nbytes, c_work)
+    _c_run(call, lay.n_rows, lay.row_items * x.itemsize, lay.nbytes)
     return loss, lse
 
 
@@ -735,15 +757,12 @@ def softmax_cross_entropy_with_integer_labels_vjp(
     if not _rows_apply(lay):
         return NotImplemented
     xv, ov = lay.views
-    step = max(1, _ROWS_TASK_BYTES // max(1, lay.row_items * x.itemsize))
     vjp = rows.ce_labels_vjp
 
-    def c_work(lo: int, hi: int) -> None:
-        for b in range(lo, hi):
-            s = slice(b * step, (b + 1) * step)
-            vjp(xv[s], lab[s], lv[s], gv[s], hv[s], eps, ignore, has_ignore, ov[s])
+    def call(s: slice, threads: int) -> None:
+        vjp(xv[s], lab[s], lv[s], gv[s], hv[s], eps, ignore, has_ignore, ov[s], threads)
 
-    _run_parallel(-(-n // step), lay.nbytes, c_work)
+    _c_run(call, n, lay.row_items * x.itemsize, lay.nbytes)
     return out
 
 

@@ -6,9 +6,12 @@
  * module loads it picks the best level the CPU runs (environment variable SOFTMAX_XP_ISA may name
  * a lower one); isa() tells which.
  *
- * Every function takes 2-D buffers (rows, C) whose rows are contiguous (any row stride), checks
- * their format, shape and writability, and releases the GIL while it works; the Python layer
- * (_numpy.py) hands out row blocks to threads and keeps every other case (masks, strided rows).
+ * Every kernel function takes 2-D buffers (rows, C) whose rows are contiguous (any row stride),
+ * checks their format, shape and writability, and releases the GIL while it works. Its last,
+ * optional argument `threads` (default 1) is how many threads may share the rows: the call is
+ * split over row pieces and run on the C thread pool (_rows_pool.c), the caller one of the
+ * threads; it returns the number of threads that took part. The Python layer (_numpy.py) decides
+ * how many threads a call is worth and keeps every other case (masks, strided rows).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -22,6 +25,7 @@
 #endif
 
 #include "_rows_kernels.h"
+#include "_rows_pool.h"
 
 /* The tables the CPU runs, best first, and the one in use (set when the module loads). */
 static const sxp_kernels *usable[3];
@@ -74,57 +78,160 @@ static void release(Py_buffer *bufs, int n) {
     for (int i = 0; i < n; i++) PyBuffer_Release(&bufs[i]);
 }
 
+/* ---------------------------------------------------------------------------------------------
+ * One call of a kernel, split over rows: the operands' bases and per-row steps, and what the
+ * kernel needs besides. run_range runs rows [r0, r1) of it; run_job hands the rows to the pool.
+ * ------------------------------------------------------------------------------------------- */
+
+enum { OP_FORWARD, OP_PAIR, OP_JACOBIAN, OP_LSE, OP_LSE_VJP, OP_CE, OP_CE_VJP, OP_EXP };
+
+#define MAX_OPERANDS 6
+
+typedef struct {
+    const sxp_kernels *k; /* the level in use when the call began */
+    int op, f64, flag;    /* flag: take_log (forward, jacobian) or the pair kind */
+    char *p[MAX_OPERANDS];
+    sxp_ssize ld[MAX_OPERANDS];   /* what the kernel is told: bytes between rows (or items) */
+    sxp_ssize step[MAX_OPERANDS]; /* bytes to skip per row of the call */
+    sxp_ssize c;
+    double eps;
+    long long ignore;
+    int has_ignore;
+    char *scratch; /* jacobian (log): c numbers per thread slot */
+} job;
+
+static void run_range(void *ctx, int slot, ptrdiff_t r0, ptrdiff_t r1) {
+    const job *j = (const job *)ctx;
+    const sxp_kernels *k = j->k;
+    char *p[MAX_OPERANDS];
+    for (int i = 0; i < MAX_OPERANDS; i++) p[i] = j->p[i] ? j->p[i] + r0 * j->step[i] : NULL;
+    const sxp_ssize *ld = j->ld, n = r1 - r0, c = j->c;
+    sxp_labels lab = {p[1], ld[1], j->eps, j->ignore, j->has_ignore};
+    switch (j->op) {
+    case OP_FORWARD:
+        (j->f64 ? k->forward_f64 : k->forward_f32)(p[0], ld[0], p[1], ld[1], n, c, j->flag);
+        break;
+    case OP_PAIR:
+        (j->f64 ? k->pair_f64 : k->pair_f32)(j->flag, p[0], ld[0], p[1], ld[1], p[2], ld[2], n, c);
+        break;
+    case OP_JACOBIAN: {
+        char *scr = j->scratch ? j->scratch + (size_t)slot * (size_t)(c > 0 ? c : 1) * 8 : NULL;
+        if (j->f64)
+            k->jacobian_f64(p[0], ld[0], p[1], ld[1], n, c, j->flag, (double *)scr);
+        else
+            k->jacobian_f32(p[0], ld[0], p[1], ld[1], n, c, j->flag, (float *)scr);
+        break;
+    }
+    case OP_LSE:
+        (j->f64 ? k->logsumexp_f64 : k->logsumexp_f32)(p[0], ld[0], p[1], ld[1], n, c);
+        break;
+    case OP_LSE_VJP:
+        (j->f64 ? k->logsumexp_vjp_f64 : k->logsumexp_vjp_f32)(p[0], ld[0], p[1], ld[1], p[2],
+                                                               ld[2], p[3], ld[3], n, c);
+        break;
+    case OP_CE:
+        (j->f64 ? k->ce_labels_f64 : k->ce_labels_f32)(p[0], ld[0], &lab, p[2], ld[2], p[3], ld[3],
+                                                       n, c);
+        break;
+    case OP_CE_VJP:
+        (j->f64 ? k->ce_labels_vjp_f64 : k->ce_labels_vjp_f32)(
+            p[0], ld[0], &lab, p[2], ld[2], p[3], ld[3], p[4], ld[4], p[5], ld[5], n, c);
+        break;
+    case OP_EXP:
+        for (sxp_ssize r = 0; r < n; r++) {
+            if (j->f64)
+                k->exp_f64((const double *)(p[0] + r * ld[0]), (double *)(p[1] + r * ld[1]), c);
+            else
+                k->exp_f32((const float *)(p[0] + r * ld[0]), (float *)(p[1] + r * ld[1]), c);
+        }
+        break;
+    }
+}
+
+/* Bytes of one operand per piece a thread takes (the pieces are taken dynamically, so this only
+ * sets the grain); a call is cut into at least four pieces per thread. */
+#define PIECE_BYTES (1 << 20)
+
+/* Operand i of the job: buffer b, advanced by its row stride per row of the call. */
+static void set_operand(job *j, int i, const Py_buffer *b) {
+    j->p[i] = (char *)b->buf;
+    j->ld[i] = b->strides[0];
+    j->step[i] = b->strides[0];
+}
+
+/* Run the job over n rows on up to `threads` threads (the GIL released). Returns the number of
+ * threads that took part. */
+static int run_job(job *j, sxp_ssize n, int threads) {
+    sxp_ssize row_bytes = (j->c > 0 ? j->c : 1) * (j->f64 ? 8 : 4);
+    if (j->op == OP_JACOBIAN) row_bytes *= j->c > 0 ? j->c : 1; /* a row of y writes c rows */
+    sxp_ssize piece = PIECE_BYTES / row_bytes;
+    if (threads > 1) {
+        sxp_ssize quarter = (n + 4 * (sxp_ssize)threads - 1) / (4 * (sxp_ssize)threads);
+        if (quarter < piece) piece = quarter;
+    }
+    if (piece < 1) piece = 1;
+    int used;
+    Py_BEGIN_ALLOW_THREADS;
+    used = sxp_pool_run(threads, n, piece, run_range, j);
+    Py_END_ALLOW_THREADS;
+    return used;
+}
+
+static job new_job(int op, int kind, sxp_ssize c) {
+    job j;
+    memset(&j, 0, sizeof j);
+    j.k = K;
+    j.op = op;
+    j.f64 = kind == 1;
+    j.c = c;
+    return j;
+}
+
 static PyObject *py_forward(PyObject *self, PyObject *args) {
     PyObject *objs[2];
-    int log;
-    if (!PyArg_ParseTuple(args, "OOp:forward", &objs[0], &objs[1], &log)) return NULL;
+    int log, threads = 1;
+    if (!PyArg_ParseTuple(args, "OOp|i:forward", &objs[0], &objs[1], &log, &threads)) return NULL;
     Py_buffer b[2];
     int kind = get_rows(objs, b, 2);
     if (kind < 0) return NULL;
-    Py_BEGIN_ALLOW_THREADS;
-    if (kind == 0)
-        K->forward_f32(b[0].buf, b[0].strides[0], b[1].buf, b[1].strides[0], b[0].shape[0],
-                    b[0].shape[1], log);
-    else
-        K->forward_f64(b[0].buf, b[0].strides[0], b[1].buf, b[1].strides[0], b[0].shape[0],
-                    b[0].shape[1], log);
-    Py_END_ALLOW_THREADS;
+    job j = new_job(OP_FORWARD, kind, b[0].shape[1]);
+    j.flag = log;
+    for (int i = 0; i < 2; i++) set_operand(&j, i, &b[i]);
+    int used = run_job(&j, b[0].shape[0], threads);
     release(b, 2);
-    Py_RETURN_NONE;
+    return PyLong_FromLong(used);
 }
 
-static PyObject *run_pair(PyObject *args, const char *fmt, int kind) {
+static PyObject *run_pair(PyObject *args, const char *fmt, int pair_kind) {
     PyObject *objs[3];
-    if (!PyArg_ParseTuple(args, fmt, &objs[0], &objs[1], &objs[2])) return NULL;
+    int threads = 1;
+    if (!PyArg_ParseTuple(args, fmt, &objs[0], &objs[1], &objs[2], &threads)) return NULL;
     Py_buffer b[3];
-    int dtype = get_rows(objs, b, 3);
-    if (dtype < 0) return NULL;
-    Py_BEGIN_ALLOW_THREADS;
-    if (dtype == 0)
-        K->pair_f32(kind, b[0].buf, b[0].strides[0], b[1].buf, b[1].strides[0], b[2].buf,
-                 b[2].strides[0], b[0].shape[0], b[0].shape[1]);
-    else
-        K->pair_f64(kind, b[0].buf, b[0].strides[0], b[1].buf, b[1].strides[0], b[2].buf,
-                 b[2].strides[0], b[0].shape[0], b[0].shape[1]);
-    Py_END_ALLOW_THREADS;
+    int kind = get_rows(objs, b, 3);
+    if (kind < 0) return NULL;
+    job j = new_job(OP_PAIR, kind, b[0].shape[1]);
+    j.flag = pair_kind;
+    for (int i = 0; i < 3; i++) set_operand(&j, i, &b[i]);
+    int used = run_job(&j, b[0].shape[0], threads);
     release(b, 3);
-    Py_RETURN_NONE;
+    return PyLong_FromLong(used);
 }
 
-static PyObject *py_prod(PyObject *self, PyObject *args) { return run_pair(args, "OOO:prod", 0); }
+static PyObject *py_prod(PyObject *self, PyObject *args) { return run_pair(args, "OOO|i:prod", 0); }
 
 static PyObject *py_log_vjp(PyObject *self, PyObject *args) {
-    return run_pair(args, "OOO:log_vjp", 1);
+    return run_pair(args, "OOO|i:log_vjp", 1);
 }
 
 static PyObject *py_log_jvp(PyObject *self, PyObject *args) {
-    return run_pair(args, "OOO:log_jvp", 2);
+    return run_pair(args, "OOO|i:log_jvp", 2);
 }
 
 static PyObject *py_jacobian(PyObject *self, PyObject *args) {
     PyObject *objs[2];
-    int take_log;
-    if (!PyArg_ParseTuple(args, "OOp:jacobian", &objs[0], &objs[1], &take_log)) return NULL;
+    int take_log, threads = 1;
+    if (!PyArg_ParseTuple(args, "OOp|i:jacobian", &objs[0], &objs[1], &take_log, &threads))
+        return NULL;
     Py_buffer b[2];
     if (PyObject_GetBuffer(objs[0], &b[0], PyBUF_STRIDES | PyBUF_FORMAT) < 0) return NULL;
     if (PyObject_GetBuffer(objs[1], &b[1], PyBUF_STRIDES | PyBUF_FORMAT | PyBUF_WRITABLE) < 0) {
@@ -142,23 +249,23 @@ static PyObject *py_jacobian(PyObject *self, PyObject *args) {
         release(b, 2);
         return NULL;
     }
-    size_t scratch_bytes = (size_t)(c > 0 ? c : 1) * (size_t)b[0].itemsize;
-    void *scratch = take_log ? PyMem_RawMalloc(scratch_bytes) : NULL;
-    if (take_log && scratch == NULL) {
-        release(b, 2);
-        return PyErr_NoMemory();
+    if (threads > SXP_POOL_MAX) threads = SXP_POOL_MAX;
+    if (threads < 1) threads = 1;
+    job j = new_job(OP_JACOBIAN, kind, c);
+    j.flag = take_log;
+    for (int i = 0; i < 2; i++) set_operand(&j, i, &b[i]);
+    j.step[1] = c * b[1].strides[0]; /* c rows of out per row of y */
+    if (take_log) {
+        j.scratch = PyMem_RawMalloc((size_t)threads * (size_t)(c > 0 ? c : 1) * 8);
+        if (j.scratch == NULL) {
+            release(b, 2);
+            return PyErr_NoMemory();
+        }
     }
-    Py_BEGIN_ALLOW_THREADS;
-    if (kind == 0)
-        K->jacobian_f32(b[0].buf, b[0].strides[0], b[1].buf, b[1].strides[0], n, c, take_log,
-                     (float *)scratch);
-    else
-        K->jacobian_f64(b[0].buf, b[0].strides[0], b[1].buf, b[1].strides[0], n, c, take_log,
-                     (double *)scratch);
-    Py_END_ALLOW_THREADS;
-    PyMem_RawFree(scratch);
+    int used = run_job(&j, n, threads);
+    PyMem_RawFree(j.scratch);
     release(b, 2);
-    Py_RETURN_NONE;
+    return PyLong_FromLong(used);
 }
 
 /* Acquire a 1-D buffer of n items of dtype kind (any stride), writable if asked. Returns 0, or
@@ -176,10 +283,11 @@ static int get_items(PyObject *obj, Py_buffer *b, int writable, Py_ssize_t n, in
     return 0;
 }
 
-/* logsumexp(x, out): x (n, c) with contiguous rows, out (n,) of the same dtype. */
+/* logsumexp(x, out[, threads]): x (n, c) with contiguous rows, out (n,) of the same dtype. */
 static PyObject *py_logsumexp(PyObject *self, PyObject *args) {
     PyObject *x, *out;
-    if (!PyArg_ParseTuple(args, "OO:logsumexp", &x, &out)) return NULL;
+    int threads = 1;
+    if (!PyArg_ParseTuple(args, "OO|i:logsumexp", &x, &out, &threads)) return NULL;
     Py_buffer b[2];
     if (PyObject_GetBuffer(x, &b[0], PyBUF_STRIDES | PyBUF_FORMAT) < 0) return NULL;
     int kind = kind_of(&b[0]);
@@ -193,22 +301,20 @@ static PyObject *py_logsumexp(PyObject *self, PyObject *args) {
         release(b, 1);
         return NULL;
     }
-    Py_BEGIN_ALLOW_THREADS;
-    if (kind == 0)
-        K->logsumexp_f32(b[0].buf, b[0].strides[0], b[1].buf, b[1].strides[0], b[0].shape[0],
-                         b[0].shape[1]);
-    else
-        K->logsumexp_f64(b[0].buf, b[0].strides[0], b[1].buf, b[1].strides[0], b[0].shape[0],
-                         b[0].shape[1]);
-    Py_END_ALLOW_THREADS;
+    job j = new_job(OP_LSE, kind, b[0].shape[1]);
+    for (int i = 0; i < 2; i++) set_operand(&j, i, &b[i]);
+    int used = run_job(&j, b[0].shape[0], threads);
     release(b, 2);
-    Py_RETURN_NONE;
+    return PyLong_FromLong(used);
 }
 
-/* logsumexp_vjp(x, lse, g, out): x and out (n, c) with contiguous rows, lse and g (n,). */
+/* logsumexp_vjp(x, lse, g, out[, threads]): x and out (n, c) with contiguous rows, lse and g
+ * (n,). */
 static PyObject *py_logsumexp_vjp(PyObject *self, PyObject *args) {
     PyObject *objs[2], *lo, *go;
-    if (!PyArg_ParseTuple(args, "OOOO:logsumexp_vjp", &objs[0], &lo, &go, &objs[1])) return NULL;
+    int threads = 1;
+    if (!PyArg_ParseTuple(args, "OOOO|i:logsumexp_vjp", &objs[0], &lo, &go, &objs[1], &threads))
+        return NULL;
     Py_buffer b[2], v[2];
     int kind = get_rows(objs, b, 2);
     if (kind < 0) return NULL;
@@ -221,19 +327,15 @@ static PyObject *py_logsumexp_vjp(PyObject *self, PyObject *args) {
         release(b, 2);
         return NULL;
     }
-    Py_BEGIN_ALLOW_THREADS;
-    if (kind == 0)
-        K->logsumexp_vjp_f32(b[0].buf, b[0].strides[0], v[0].buf, v[0].strides[0], v[1].buf,
-                             v[1].strides[0], b[1].buf, b[1].strides[0], b[0].shape[0],
-                             b[0].shape[1]);
-    else
-        K->logsumexp_vjp_f64(b[0].buf, b[0].strides[0], v[0].buf, v[0].strides[0], v[1].buf,
-                             v[1].strides[0], b[1].buf, b[1].strides[0], b[0].shape[0],
-                             b[0].shape[1]);
-    Py_END_ALLOW_THREADS;
+    job j = new_job(OP_LSE_VJP, kind, b[0].shape[1]);
+    set_operand(&j, 0, &b[0]);
+    set_operand(&j, 1, &v[0]);
+    set_operand(&j, 2, &v[1]);
+    set_operand(&j, 3, &b[1]);
+    int used = run_job(&j, b[0].shape[0], threads);
     release(v, 2);
     release(b, 2);
-    Py_RETURN_NONE;
+    return PyLong_FromLong(used);
 }
 
 /* Acquire labels, a 1-D buffer of n native int64 items (any stride). Returns 0, or -1 with an
@@ -252,15 +354,15 @@ static int get_labels(PyObject *obj, Py_buffer *b, Py_ssize_t n, const char *wha
     return 0;
 }
 
-/* ce_labels(x, labels, eps, ignore, has_ignore, loss, lse): x (n, c) with contiguous rows;
- * labels (n,) int64; loss and lse (n,) of x's dtype, written. */
+/* ce_labels(x, labels, eps, ignore, has_ignore, loss, lse[, threads]): x (n, c) with contiguous
+ * rows; labels (n,) int64; loss and lse (n,) of x's dtype, written. */
 static PyObject *py_ce_labels(PyObject *self, PyObject *args) {
     PyObject *x, *lab, *lo, *ls;
     double eps;
     long long ignore;
-    int has_ignore;
-    if (!PyArg_ParseTuple(args, "OOdLpOO:ce_labels", &x, &lab, &eps, &ignore, &has_ignore, &lo,
-                          &ls))
+    int has_ignore, threads = 1;
+    if (!PyArg_ParseTuple(args, "OOdLpOO|i:ce_labels", &x, &lab, &eps, &ignore, &has_ignore, &lo,
+                          &ls, &threads))
         return NULL;
     Py_buffer b[4];
     if (PyObject_GetBuffer(x, &b[0], PyBUF_STRIDES | PyBUF_FORMAT) < 0) return NULL;
@@ -284,28 +386,25 @@ static PyObject *py_ce_labels(PyObject *self, PyObject *args) {
         release(b, 3);
         return NULL;
     }
-    sxp_labels opts = {b[1].buf, b[1].strides[0], eps, ignore, has_ignore};
-    Py_BEGIN_ALLOW_THREADS;
-    if (kind == 0)
-        K->ce_labels_f32(b[0].buf, b[0].strides[0], &opts, b[2].buf, b[2].strides[0], b[3].buf,
-                         b[3].strides[0], n, b[0].shape[1]);
-    else
-        K->ce_labels_f64(b[0].buf, b[0].strides[0], &opts, b[2].buf, b[2].strides[0], b[3].buf,
-                         b[3].strides[0], n, b[0].shape[1]);
-    Py_END_ALLOW_THREADS;
+    job j = new_job(OP_CE, kind, b[0].shape[1]);
+    for (int i = 0; i < 4; i++) set_operand(&j, i, &b[i]);
+    j.eps = eps;
+    j.ignore = ignore;
+    j.has_ignore = has_ignore;
+    int used = run_job(&j, n, threads);
     release(b, 4);
-    Py_RETURN_NONE;
+    return PyLong_FromLong(used);
 }
 
-/* ce_labels_vjp(x, labels, lse, g, h, eps, ignore, has_ignore, out): x and out (n, c) with
- * contiguous rows; labels (n,) int64; lse, g, h (n,) of x's dtype. */
+/* ce_labels_vjp(x, labels, lse, g, h, eps, ignore, has_ignore, out[, threads]): x and out (n, c)
+ * with contiguous rows; labels (n,) int64; lse, g, h (n,) of x's dtype. */
 static PyObject *py_ce_labels_vjp(PyObject *self, PyObject *args) {
     PyObject *objs[2], *lab, *items[3];
     double eps;
     long long ignore;
-    int has_ignore;
-    if (!PyArg_ParseTuple(args, "OOOOOdLpO:ce_labels_vjp", &objs[0], &lab, &items[0], &items[1],
-                          &items[2], &eps, &ignore, &has_ignore, &objs[1]))
+    int has_ignore, threads = 1;
+    if (!PyArg_ParseTuple(args, "OOOOOdLpO|i:ce_labels_vjp", &objs[0], &lab, &items[0],
+                          &items[1], &items[2], &eps, &ignore, &has_ignore, &objs[1], &threads))
         return NULL;
     static const char *names[3] = {"ce_labels_vjp: lse", "ce_labels_vjp: g", "ce_labels_vjp: h"};
     Py_buffer b[2], v[4];
@@ -323,40 +422,36 @@ static PyObject *py_ce_labels_vjp(PyObject *self, PyObject *args) {
             release(b, 2);
             return NULL;
         }
-    sxp_labels opts = {v[3].buf, v[3].strides[0], eps, ignore, has_ignore};
-    Py_BEGIN_ALLOW_THREADS;
-    if (kind == 0)
-        K->ce_labels_vjp_f32(b[0].buf, b[0].strides[0], &opts, v[0].buf, v[0].strides[0],
-                             v[1].buf, v[1].strides[0], v[2].buf, v[2].strides[0], b[1].buf,
-                             b[1].strides[0], n, b[0].shape[1]);
-    else
-        K->ce_labels_vjp_f64(b[0].buf, b[0].strides[0], &opts, v[0].buf, v[0].strides[0],
-                             v[1].buf, v[1].strides[0], v[2].buf, v[2].strides[0], b[1].buf,
-                             b[1].strides[0], n, b[0].shape[1]);
-    Py_END_ALLOW_THREADS;
+    job j = new_job(OP_CE_VJP, kind, b[0].shape[1]);
+    set_operand(&j, 0, &b[0]);
+    set_operand(&j, 1, &v[3]);
+    for (int i = 0; i < 3; i++) set_operand(&j, 2 + i, &v[i]);
+    set_operand(&j, 5, &b[1]);
+    j.eps = eps;
+    j.ignore = ignore;
+    j.has_ignore = has_ignore;
+    int used = run_job(&j, n, threads);
     release(v, 4);
     release(b, 2);
-    Py_RETURN_NONE;
+    return PyLong_FromLong(used);
 }
 
 static PyObject *py_exp(PyObject *self, PyObject *args) {
     PyObject *objs[2];
-    if (!PyArg_ParseTuple(args, "OO:exp", &objs[0], &objs[1])) return NULL;
+    int threads = 1;
+    if (!PyArg_ParseTuple(args, "OO|i:exp", &objs[0], &objs[1], &threads)) return NULL;
     Py_buffer b[2];
     int kind = get_rows(objs, b, 2);
     if (kind < 0) return NULL;
-    Py_BEGIN_ALLOW_THREADS;
-    for (Py_ssize_t r = 0; r < b[0].shape[0]; r++) {
-        const char *x = (const char *)b[0].buf + r * b[0].strides[0];
-        char *y = (char *)b[1].buf + r * b[1].strides[0];
-        if (kind == 0)
-            K->exp_f32((const float *)x, (float *)y, b[0].shape[1]);
-        else
-            K->exp_f64((const double *)x, (double *)y, b[0].shape[1]);
-    }
-    Py_END_ALLOW_THREADS;
+    job j = new_job(OP_EXP, kind, b[0].shape[1]);
+    for (int i = 0; i < 2; i++) set_operand(&j, i, &b[i]);
+    int used = run_job(&j, b[0].shape[0], threads);
     release(b, 2);
-    Py_RETURN_NONE;
+    return PyLong_FromLong(used);
+}
+
+static PyObject *py_pool_workers(PyObject *self, PyObject *noargs) {
+    return PyLong_FromLong(sxp_pool_workers());
 }
 
 /* madvise(MADV_HUGEPAGE) on the whole pages inside [address, address + nbytes): what NumPy does
@@ -447,6 +542,8 @@ static PyMethodDef methods[] = {
      "softmax(x) - g t per row (t the smoothed one-hot target of a counted label, S its sum; "
      "NaN where lse is not finite); lse, g, h (n,)."},
     {"exp", py_exp, METH_VARARGS, "exp(x, out): the kernels' own exp, elementwise (for tests)."},
+    {"pool_workers", py_pool_workers, METH_NOARGS,
+     "pool_workers(): the worker threads the pool has started so far (for tests)."},
     {NULL, NULL, 0, NULL},
 };
 
