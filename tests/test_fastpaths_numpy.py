@@ -10,7 +10,6 @@ import subprocess
 import sys
 import threading
 import tracemalloc
-import warnings
 from typing import Any
 
 import array_api_compat
@@ -416,13 +415,13 @@ def _c_calls(rows: Any, dtype: str) -> dict[str, Any]:
     """Every C kernel function on inputs of many row pieces, NaN and infinities included: name ->
     ``call(threads)``, which returns ``(threads that took part, outputs)``."""
     rng = np.random.default_rng(50)
-    x = (rng.standard_normal((700, 513)) * 4).astype(dtype)
+    x = (rng.standard_normal((3000, 513)) * 4).astype(dtype)  # a millisecond or so per call
     x[3, 7], x[11, :], x[20, 0] = np.inf, -np.inf, np.nan
     v = rng.standard_normal(x.shape).astype(dtype)
     n, c = x.shape
     lab = rng.integers(-1, c + 1, n).astype(np.int64)
     lse, g, h = (rng.standard_normal(n).astype(dtype) for _ in range(3))
-    y = np.abs(rng.standard_normal((40, 60))).astype(dtype)
+    y = np.abs(rng.standard_normal((300, 60))).astype(dtype)
 
     def with_outputs(fn: Any, *args: Any) -> Any:
         def call(threads: int) -> tuple[int, list[np.ndarray]]:
@@ -440,8 +439,8 @@ def _c_calls(rows: Any, dtype: str) -> dict[str, Any]:
         "prod": with_outputs(rows.prod, x, v, _Out(n, c)),
         "log_vjp": with_outputs(rows.log_vjp, x, v, _Out(n, c)),
         "log_jvp": with_outputs(rows.log_jvp, x, v, _Out(n, c)),
-        "jacobian": with_outputs(rows.jacobian, y, _Out(40 * 60, 60), False),
-        "jacobian log": with_outputs(rows.jacobian, -y, _Out(40 * 60, 60), True),
+        "jacobian": with_outputs(rows.jacobian, y, _Out(300 * 60, 60), False),
+        "jacobian log": with_outputs(rows.jacobian, -y, _Out(300 * 60, 60), True),
         "logsumexp": with_outputs(rows.logsumexp, x, _Out(n)),
         "logsumexp_vjp": with_outputs(rows.logsumexp_vjp, x, lse, g, _Out(n, c)),
         "ce_labels": with_outputs(rows.ce_labels, x, lab, 0.1, 5, True, _Out(n), _Out(n)),
@@ -461,43 +460,67 @@ _C_NAMES = ["forward", "forward log", "prod", "log_vjp", "log_jvp", "jacobian", 
 @pytest.mark.parametrize("name", _C_NAMES)
 def test_c_pool_gives_the_serial_results(name: str, dtype: str) -> None:
     """Every C kernel split over 2, 3 and 16 threads of the C pool gives what one thread gives,
-    bit for bit (NaN included), and says how many threads took part."""
+    bit for bit (NaN included), and says how many threads took part: more than one in at least
+    one of several calls (a worker that wakes after the caller has run every piece takes no
+    part, which a loaded machine can make happen now and then)."""
     rows = require_rows()
     call = _c_calls(rows, dtype)[name]
     used, want = call(1)
     assert used == 1
     for threads in (2, 3, 16):
-        used, got = call(threads)
-        assert 1 < used <= threads, f"{threads} threads asked, {used} took part"
-        for a, b in zip(got, want, strict=True):
-            np.testing.assert_array_equal(a, b)
+        took_part = []
+        for _ in range(50):
+            used, got = call(threads)
+            took_part.append(used)
+            for a, b in zip(got, want, strict=True):
+                np.testing.assert_array_equal(a, b)
+            if used > 1:
+                break
+        assert all(1 <= u <= threads for u in took_part), took_part
+        assert max(took_part) > 1, f"{threads} threads asked, never more than one took part"
+
+
+_FORK_CHILD = """
+import os, sys
+import numpy as np
+from softmax_xp._backends import _numpy
+rows = _numpy._rows
+x = np.random.default_rng(0).standard_normal((3000, 513)).astype(np.float32)
+
+def split():  # the most threads that took part in 50 calls, and the result
+    best, out = 0, None
+    for _ in range(50):
+        out = np.empty_like(x)
+        best = max(best, rows.forward(x, out, False, 2))
+        if best == 2:
+            break
+    return best, out
+
+want = np.empty_like(x)
+rows.forward(x, want, False, 1)
+assert split()[0] == 2, "the parent's pool did not start"
+read, write = os.pipe()
+pid = os.fork()
+if pid == 0:
+    try:
+        used, got = split()
+        os.write(write, b"ok" if used == 2 and np.array_equal(got, want) else b"bad")
+    finally:
+        os._exit(0)
+os.close(write)
+os.waitpid(pid, 0)
+print(os.read(read, 8).decode())
+"""
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork()")
 def test_c_pool_in_a_forked_child() -> None:
     """A child forked after the C pool started (its workers are not copied) starts a pool of
-    its own: a split call there returns, with the parent's results."""
-    rows = require_rows()
-    call = _c_calls(rows, "float32")["forward"]
-    assert call(2)[0] == 2  # the parent's pool is running
-    _, want = call(1)
-    read, write = os.pipe()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # 3.12+: fork() with threads running
-        pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child
-        try:
-            used, got = call(2)
-            ok = used == 2 and all(
-                np.array_equal(a, b, equal_nan=True) for a, b in zip(got, want, strict=True)
-            )
-            os.write(write, b"ok" if ok else b"bad")
-        finally:
-            os._exit(0)
-    os.close(write)
-    try:
-        _, status = os.waitpid(pid, 0)
-        assert os.read(read, 8) == b"ok", "the child's split call failed"
-        assert os.WIFEXITED(status)
-    finally:
-        os.close(read)
+    its own: a split call there returns, with the parent's results. (In a fresh interpreter:
+    this one has torch's and JAX's threads, which fork() does not suit.)"""
+    require_rows()
+    run = subprocess.run(
+        [sys.executable, "-c", _FORK_CHILD], capture_output=True, text=True, timeout=120
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "ok", "the child's split call failed"

@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -48,6 +49,15 @@ static void count(void *ctx, int slot, ptrdiff_t r0, ptrdiff_t r1) {
     work *w = (work *)ctx;
     if (slot < 0 || slot >= w->max_slot) atomic_store(&w->bad_slot, 1);
     for (ptrdiff_t r = r0; r < r1; r++) atomic_fetch_add(&w->hits[r], 1);
+}
+
+/* count, then about 20 microseconds of waiting per row: long enough for a worker to wake. */
+static void count_slowly(void *ctx, int slot, ptrdiff_t r0, ptrdiff_t r1) {
+    count(ctx, slot, r0, r1);
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    do clock_gettime(CLOCK_MONOTONIC, &t);
+    while ((t.tv_sec - t0.tv_sec) * 1000000000L + (t.tv_nsec - t0.tv_nsec) < 20000L * (r1 - r0));
 }
 
 static void count_nested(void *ctx, int slot, ptrdiff_t r0, ptrdiff_t r1) {
@@ -107,7 +117,7 @@ int main(int argc, char **argv) {
         atomic_int hits[64];
         for (int i = 0; i < 64; i++) atomic_init(&hits[i], 0);
         work w = {hits, 2, 0, 0, 0};
-        seen_split = sxp_pool_run(2, 64, 1, count, &w) == 2;
+        seen_split = sxp_pool_run(2, 64, 1, count_slowly, &w) == 2;
     }
     CHECK(seen_split, "a call for 2 threads over 64 pieces never ran on 2");
     CHECK(sxp_pool_workers() >= 1, "no worker was started");
@@ -128,7 +138,7 @@ int main(int argc, char **argv) {
         int split = 0;
         for (int k = 0; k < 50 && !split; k++) {
             for (int i = 0; i < 1000; i++) atomic_store(&hits[i], 0);
-            split = sxp_pool_run(3, 1000, 10, count, &w) > 1;
+            split = sxp_pool_run(3, 1000, 10, count_slowly, &w) > 1;
             for (int i = 0; i < 1000; i++) CHECK(atomic_load(&hits[i]) == 1, "child: row %d", i);
         }
         CHECK(split, "the child after fork() never split a call");

@@ -809,13 +809,12 @@ def hot(name: str, axis: Axes, xp: Namespace, sample: Any) -> Callable[..., Any]
     if type(sample) is not np.ndarray or sample.dtype not in (np.float32, np.float64):
         return None
     last = axis == (sample.ndim - 1,)
-    small = _THREAD_MIN_BYTES
     if name in ("softmax", "log_softmax"):
         log = name == "log_softmax"
         fwd = None if _rows is None else _rows.forward
 
         def forward(x: NDArray) -> Any:
-            if fwd is not None and last and x.nbytes < small and x.size and _direct(x):
+            if fwd is not None and last and x.nbytes < _THREAD_MIN_BYTES and x.size and _direct(x):
                 c = x.shape[-1]
                 out = np.empty(x.shape, x.dtype)
                 fwd(x.reshape(-1, c), out.reshape(-1, c), log)
@@ -837,7 +836,14 @@ def hot(name: str, axis: Axes, xp: Namespace, sample: Any) -> Callable[..., Any]
     def pair(a: NDArray, b: Any) -> Any:
         if type(b) is not np.ndarray or b.dtype != a.dtype or b.shape != a.shape:
             return NotImplemented
-        if rows is not None and last and a.nbytes < small and a.size and _direct(a) and _direct(b):
+        if (
+            rows is not None
+            and last
+            and a.nbytes < _THREAD_MIN_BYTES
+            and a.size
+            and _direct(a)
+            and _direct(b)
+        ):
             c = a.shape[-1]
             out = np.empty(a.shape, a.dtype)
             rows(a.reshape(-1, c), b.reshape(-1, c), out.reshape(-1, c))

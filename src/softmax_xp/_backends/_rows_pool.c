@@ -2,9 +2,12 @@
  * The C row kernels' thread pool (see _rows_pool.h for what it promises).
  *
  * State, all under `m` except the piece counter: the workers started, the generation of the
- * current call (each worker remembers the last one it saw), how many workers take part in it and
- * how many of those are still running. A call takes `run` with trylock, so one call at a time
- * uses the workers; a worker never takes `run`, so a call from inside fn runs serially.
+ * current call (each worker remembers the last one it saw), how many workers may join it, whether
+ * it still accepts them, how many have joined in all and how many have not yet left. A call takes
+ * `run` with trylock, so one call at a time uses the workers; a worker never takes `run`, so a
+ * call from inside fn runs serially. The caller stops accepting workers when it has run out of
+ * pieces itself and then waits only for those that joined: a worker still waking up (tens of
+ * microseconds on a virtual machine) costs a call that was over before it arrived nothing.
  */
 #include "_rows_pool.h"
 
@@ -35,7 +38,7 @@ static pthread_once_t once = PTHREAD_ONCE_INIT;
 static int n_workers;                        /* started */
 static unsigned long generation;             /* of the current (or last) call */
 static unsigned long seen[SXP_POOL_MAX];     /* per worker: the last generation it looked at */
-static int taking_part, running;             /* workers in the current call; still in it */
+static int may_join, accepting, joined, took; /* of the current call; took: joined in all */
 
 /* The current call (written under m before the generation changes, read after it). */
 static sxp_range_fn job_fn;
@@ -59,11 +62,13 @@ static void *worker(void *arg) {
     for (;;) {
         while (seen[id] == generation) pthread_cond_wait(&wake, &m);
         seen[id] = generation;
-        if (id >= taking_part) continue;
+        if (!accepting || id >= may_join) continue;
+        joined++;
+        took++;
         pthread_mutex_unlock(&m);
         drain(id + 1);
         pthread_mutex_lock(&m);
-        if (--running == 0) pthread_cond_signal(&done);
+        if (--joined == 0 && !accepting) pthread_cond_signal(&done);
     }
     return NULL;
 }
@@ -77,7 +82,7 @@ static void after_fork_child(void) {
     pthread_cond_init(&done, NULL);
     n_workers = 0;
     generation = 0;
-    taking_part = running = 0;
+    may_join = accepting = joined = took = 0;
 }
 
 static void register_fork_handler(void) { pthread_atfork(NULL, NULL, after_fork_child); }
@@ -128,16 +133,20 @@ int sxp_pool_run(int threads, ptrdiff_t n, ptrdiff_t piece, sxp_range_fn fn, voi
     job_n = n;
     job_piece = piece;
     atomic_store_explicit(&next_piece, 0, memory_order_relaxed);
-    taking_part = running = helpers;
+    may_join = helpers;
+    accepting = 1;
+    joined = took = 0;
     generation++;
     pthread_cond_broadcast(&wake);
     pthread_mutex_unlock(&m);
     drain(0);
     pthread_mutex_lock(&m);
-    while (running > 0) pthread_cond_wait(&done, &m);
+    accepting = 0;
+    while (joined > 0) pthread_cond_wait(&done, &m);
+    int took_part = took;
     pthread_mutex_unlock(&m);
     pthread_mutex_unlock(&run);
-    return helpers + 1;
+    return took_part + 1;
 }
 
 int sxp_pool_workers(void) {
