@@ -6,7 +6,8 @@ Concrete JAX CPU arrays whose result is ``_jax._HOST_MIN_BYTES`` (32 MiB) or mor
 run the NumPy/C fast path on zero-copy views. This times, in one process and round-robin, at
 every instruction-set level the C kernels have on this CPU (``_rows.use_isa``):
 
-- ``jit``: ``jax.jit(jax.nn.softmax)`` and the jitted ``jax.vjp`` of it (the calls we replace);
+- ``jit``: ``jax.jit(jax.nn.softmax)``, ``jax.jit(jax.nn.log_softmax)`` and the jitted
+  ``jax.vjp`` of softmax (the calls we replace);
 - ``host``: ``softmax_xp`` with the host path forced on (threshold 0);
 - ``xla``: ``softmax_xp`` with it forced off (our jitted XLA kernels).
 
@@ -33,7 +34,8 @@ import softmax_xp as sx
 from softmax_xp._backends import _jax, _numpy
 from softmax_xp._cli._bench import run_facts
 
-CASES = [((4096, 1024), "float32"), ((2048, 2048), "float64"), ((4096, 1024), "float64"),
+CASES = [((4096, 1024), "float32"), ((8192, 1024), "float32"), ((2048, 2048), "float64"),
+         ((4096, 1024), "float64"), ((8192, 1024), "float64"), ((16384, 1024), "float64"),
          ((1024, 32768), "float32"), ((64, 262144), "float32"), ((1024, 32768), "float64")]  # fmt: skip
 
 
@@ -48,6 +50,7 @@ def main(argv: list[str]) -> int:
         return 1
     load = os.getloadavg()
     jit_softmax = jax.jit(jax.nn.softmax)
+    jit_log_softmax = jax.jit(jax.nn.log_softmax)
     jit_vjp = jax.jit(lambda x, g: jax.vjp(jax.nn.softmax, x)[1](g)[0])
     saved_min, saved_isa = _jax._HOST_MIN_BYTES, rows_mod.isa()
     rows: list[dict[str, Any]] = []
@@ -58,6 +61,7 @@ def main(argv: list[str]) -> int:
                 y = jax.block_until_ready(sx.softmax(x))
                 calls = {
                     "softmax": (lambda x=x: jit_softmax(x), lambda x=x: sx.softmax(x)),
+                    "log_softmax": (lambda x=x: jit_log_softmax(x), lambda x=x: sx.log_softmax(x)),
                     "softmax_vjp": (
                         lambda x=x: jit_vjp(x, x),
                         lambda x=x, y=y: sx.softmax_vjp(y, x),

@@ -215,6 +215,67 @@ def targets(rows: list[dict[str, Any]], memory: list[dict[str, Any]]) -> Iterato
         )
 
 
+def cpu_targets(data: dict[str, Any]) -> Iterator[str]:
+    """The CPU kernels' targets at the copy limit (every instruction-set level is held to them):
+    ``exp`` in cache, the forward and derivative kernels against the copies and SciPy, and eager
+    JAX against ``jit(jax.nn.softmax)``. The level the run's kernels ran at is named."""
+    rows = data["rows"]
+    isa = (data.get("isa") or {}).get("level", "none")
+    yield "| target | dtype | shape | measured | met |"
+    yield "|---|---|---|---:|:---:|"
+
+    def line(name: str, dt: str, shape: Any, v: float | None, ok: bool, unit: str = "x") -> str:
+        where = _fmt_shape(shape) if shape else ""
+        if v is None:
+            return f"| {name} | {dt} | {where} | not measured | |"
+        return f"| {name} | {dt} | {where} | {v:.2f}{unit} | {'yes' if ok else '**no**'} |"
+
+    for e in data.get("exp", []):
+        if e["impl"].startswith("softmax_xp exp") and e["dtype"] == "float32":
+            v = e["ns_per_element"]
+            yield line(
+                f"{e['impl']} in L1 <= 0.5 ns per element", "float32", None, v, v <= 0.5, " ns"
+            )
+    for dt in ("float32", "float64"):
+        kw = {"backend": "numpy", "dtype": dt}
+        bound = 1.3 if dt == "float32" else 1.6
+        for kernel in ("softmax", "log_softmax"):
+            for sh in LARGE:
+                ours = _ms(rows, shape=sh, kernel=kernel, impl="softmax_xp", **kw)
+                cp = _ms(rows, shape=sh, kernel="copy2", **kw)
+                v = ours / cp if ours and cp else None
+                yield line(f"NumPy {kernel} ({isa}): ours / np.copyto <= {bound}", dt, sh, v,
+                           v is not None and v <= bound)  # fmt: skip
+            for sh in ((65536, 16), (4096, 1024)):
+                ours = _ms(rows, shape=sh, kernel=kernel, impl="softmax_xp", **kw)
+                sp = _ms(rows, shape=sh, kernel=kernel, impl=f"scipy.special.{kernel}", **kw)
+                v = sp / ours if ours and sp else None
+                yield line(f"NumPy {kernel} ({isa}): scipy.special time / ours >= 5", dt, sh, v,
+                           v is not None and v >= 5)  # fmt: skip
+        if dt != "float32":
+            continue
+        for kernel, b in (("softmax_vjp", 1.3), ("softmax_jvp", 1.3), ("log_softmax_vjp", 1.5),
+                          ("log_softmax_jvp", 1.5)):  # fmt: skip
+            for sh in LARGE:
+                ours = _ms(rows, shape=sh, kernel=kernel, impl="softmax_xp", **kw)
+                cp = _ms(rows, shape=sh, kernel="copy3", **kw)
+                v = ours / cp if ours and cp else None
+                yield line(f"NumPy {kernel} ({isa}): ours / 3-array copy <= {b}", dt, sh, v,
+                           v is not None and v <= b)  # fmt: skip
+    for dt in ("float32", "float64"):
+        for kernel in ("softmax", "log_softmax"):
+            for sh in ALL:
+                kw = {"backend": "jax", "dtype": dt, "shape": sh, "kernel": kernel}
+                ours = _ms(rows, impl="softmax_xp", **kw)
+                ref = _ms(rows, impl=f"jit(jax.nn.{kernel})", **kw)
+                v = ours / ref if ours and ref else None
+                # results of 32 MiB and more take the C kernels, smaller ones XLA (_jax.py)
+                host = sh[0] * sh[1] * (4 if dt == "float32" else 8) >= 32 * 2**20
+                path, bound = ("C path", 1.0) if host else ("XLA path", 1.05)
+                yield line(f"eager JAX {kernel} ({path}): ours / jit(jax.nn.{kernel}) <= {bound}",
+                           dt, sh, v, v is not None and v <= bound)  # fmt: skip
+
+
 def main(argv: list[str]) -> int:
     with open(argv[0]) as f:
         data = json.load(f)
@@ -233,6 +294,8 @@ def main(argv: list[str]) -> int:
     print("Versions: " + ", ".join(f"{k} {v}" for k, v in data["versions"].items()) + ".\n")
     print("### Targets\n")
     print("\n".join(targets(rows, memory)))
+    print("\n### The CPU kernels at the copy limit\n")
+    print("\n".join(cpu_targets(data)))
     print("\n### All timings\n")
     print("\n".join(table(rows)))
     return 0

@@ -13,7 +13,9 @@ NaN, so that NumPy never evaluates ``inf - inf`` and warns, and that guard costs
 select per element (measured +18% at 1024x32768 float32); JAX raises no floating-point
 warnings, and ``inf - inf`` gives the same NaN slice.
 
-Concrete (eager) arrays whose result is 32 MiB or more, on a single CPU device, skip XLA: they
+Concrete (eager) arrays whose result is 32 MiB or more, on a single CPU device, skip XLA (the
+forward kernels only where the C kernels run at 32-byte vectors or wider, see
+``_NARROW_LEVELS``): they
 are viewed as NumPy arrays without a copy, computed by the NumPy fast path (the fused C row
 kernels of ``_numpy.py``) into a 64-byte aligned buffer, and handed back to JAX by DLPack without
 a copy. XLA's CPU programs for these kernels take separate passes for the reductions and the
@@ -46,6 +48,12 @@ from . import _host as _hostmem
 #: as fast or faster (its buffers are reused, its thread pool already awake); from 32 MiB up the
 #: C kernels took 0.2-0.6x the time of jit(jax.nn.softmax) and of the jitted jax.vjp backward.
 _HOST_MIN_BYTES = 32 * 1024 * 1024
+#: C kernel levels at 16-byte vectors: there XLA's forward programs (softmax, log_softmax) were
+#: measured as fast or faster than the host path (`bench/jax_host.py`, SSE2 on an AVX-512 machine:
+#: host / jit 0.81-1.41 for the forward kernels, 0.25-0.79 for the VJP), so only the derivative
+#: kernels take it; at AVX2 and AVX-512 every kernel does (host / jit 0.22-1.03, the highest ratios
+#: float64 softmax, where the fresh output's page faults bound both).
+_NARROW_LEVELS = frozenset({"sse2", "neon", "generic"})
 #: Zero-copy import needs ``from_dlpack(..., device=, copy=False)`` (older jax lacks them).
 _DLPACK_NO_COPY = {"device", "copy"} <= set(inspect.signature(jax.dlpack.from_dlpack).parameters)
 
@@ -141,6 +149,9 @@ def _host(name: str, arrays: tuple[Any, ...], axis: Axes, where: Any) -> Any:
     if name.endswith("jacobian"):
         out_bytes *= math.prod(arrays[0].shape[a] for a in axis)
     if out_bytes < _HOST_MIN_BYTES or not _DLPACK_NO_COPY:
+        return NotImplemented
+    rows = _hostmem.rows
+    if rows is None or (name in ("softmax", "log_softmax") and rows.isa() in _NARROW_LEVELS):
         return NotImplemented
     device = _host_device(arrays if where is None else (*arrays, where))
     if device is None:

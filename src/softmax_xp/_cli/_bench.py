@@ -252,6 +252,7 @@ def _numpy_cases(shape: tuple[int, ...], dtype: str, jac: bool) -> list[Case]:
         Case("softmax_vjp", "softmax_xp", "ours", lambda: sx.softmax_vjp(y, g), n3),
         Case("softmax_jvp", "softmax_xp", "ours", lambda: sx.softmax_jvp(y, g), n3),
         Case("log_softmax_vjp", "softmax_xp", "ours", lambda: sx.log_softmax_vjp(ls, g), n3),
+        Case("log_softmax_jvp", "softmax_xp", "ours", lambda: sx.log_softmax_jvp(ls, g), n3),
         Case(
             "softmax_vjp",
             "numpy naive",
