@@ -246,6 +246,9 @@ def cpu_targets(data: dict[str, Any]) -> Iterator[str]:
                 v = ours / cp if ours and cp else None
                 yield line(f"NumPy {kernel} ({isa}): ours / np.copyto <= {bound}", dt, sh, v,
                            v is not None and v <= bound)  # fmt: skip
+                fresh = _ms(rows, shape=sh, kernel="copy2_fresh", **kw)
+                if ours and fresh:  # the same bytes into a fresh array, as ours returns
+                    yield f"| (information) ours / x.copy(), a fresh output | {dt} | {_fmt_shape(sh)} | {ours / fresh:.2f}x | |"  # fmt: skip
             for sh in ((65536, 16), (4096, 1024)):
                 ours = _ms(rows, shape=sh, kernel=kernel, impl="softmax_xp", **kw)
                 sp = _ms(rows, shape=sh, kernel=kernel, impl=f"scipy.special.{kernel}", **kw)
