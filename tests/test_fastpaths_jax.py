@@ -88,6 +88,23 @@ def test_jax(
         _assert_agree(np.asarray(fast), np.asarray(ref), dtype, _scale(arrays[1:]))
 
 
+def _host_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The JAX host path's threshold lowered to 1 MiB (small arrays take it), and the list of
+    the kernels it hands to the NumPy/C path from now on (filled as they run)."""
+    from softmax_xp._backends import _jax, _numpy
+
+    monkeypatch.setattr(_jax, "_HOST_MIN_BYTES", 1024 * 1024)
+    calls: list[str] = []
+    run_into = _numpy.run_into
+
+    def spy(kernel: str, *args: Any) -> Any:
+        calls.append(kernel)
+        return run_into(kernel, *args)
+
+    monkeypatch.setattr(_numpy, "run_into", spy)
+    return calls
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize(
     ("name", "masked"),
@@ -101,16 +118,7 @@ def test_jax_large_concrete_arrays_on_the_c_kernels(
     size threshold is lowered to 1 MiB here to keep the arrays small."""
     from softmax_xp._backends import _jax, _numpy
 
-    monkeypatch.setattr(_jax, "_HOST_MIN_BYTES", 1024 * 1024)
-
-    calls: list[str] = []
-    run_into = _numpy.run_into
-
-    def spy(kernel: str, *args: Any) -> Any:
-        calls.append(kernel)
-        return run_into(kernel, *args)
-
-    monkeypatch.setattr(_numpy, "run_into", spy)
+    calls = _host_calls(monkeypatch)
     shape, axis = ((24, 160), (1,)) if name in JACOBIANS else ((600, 520), (1,))  # >= 1 MiB results
     with _jax_dtype(dtype) as jax:
         jnp = jax.numpy
@@ -140,20 +148,12 @@ def test_jax_host_path_by_level(name: str, monkeypatch: pytest.MonkeyPatch) -> N
     """At the C kernels' 16-byte level (SSE2) the forward kernels stay on XLA, where it was
     measured as fast; the derivative kernels still take the C kernels. At the best level every
     kernel does (where it is wider than 16 bytes)."""
-    from softmax_xp._backends import _jax, _numpy
+    from softmax_xp._backends import _numpy
 
     rows = _numpy._rows
     if rows is None or "sse2" not in rows.isa_levels():
         pytest.skip("needs the C kernels' x86-64 SSE2 level")
-    monkeypatch.setattr(_jax, "_HOST_MIN_BYTES", 1024 * 1024)
-    calls: list[str] = []
-    run_into = _numpy.run_into
-
-    def spy(kernel: str, *args: Any) -> Any:
-        calls.append(kernel)
-        return run_into(kernel, *args)
-
-    monkeypatch.setattr(_numpy, "run_into", spy)
+    calls = _host_calls(monkeypatch)
     with _jax_dtype("float32") as jax:
         arrays = _kernel_inputs(name, (600, 520), (1,), 62)
         ja = [jax.numpy.asarray(a, dtype="float32") for a in arrays]
