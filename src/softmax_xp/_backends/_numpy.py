@@ -94,15 +94,18 @@ def _mark_worker() -> None:
     _local.in_worker = True
 
 
+def _threads_for(nbytes: int) -> int:
+    """How many threads a call over ``nbytes`` of input (per operand) is worth: 1 below the
+    threshold and inside a pool thread or a Dask task (which already fill the cores)."""
+    if nbytes < _THREAD_MIN_BYTES or getattr(_local, "in_worker", False):
+        return 1
+    return _n_threads()
+
+
 def _run_parallel(n_blocks: int, nbytes: int, work: Callable[[int, int], None]) -> None:
     """Run ``work(lo, hi)`` over block indices ``[0, n_blocks)``, split between the cores."""
-    n_threads = _n_threads()
-    if (
-        n_threads == 1
-        or n_blocks < 2
-        or nbytes < _THREAD_MIN_BYTES
-        or getattr(_local, "in_worker", False)
-    ):
+    n_threads = _threads_for(nbytes)
+    if n_threads == 1 or n_blocks < 2:
         work(0, n_blocks)
         return
     # Dynamic scheduling: every thread (the caller included) takes the next block from a shared
@@ -130,19 +133,12 @@ def _run_parallel(n_blocks: int, nbytes: int, work: Callable[[int, int], None]) 
 _C_POOL = True
 
 
-def _c_threads(nbytes: int) -> int:
-    """How many threads a C kernel call over ``nbytes`` of input is worth (1: run serially)."""
-    if nbytes < _THREAD_MIN_BYTES or getattr(_local, "in_worker", False):
-        return 1
-    return _n_threads()
-
-
 def _c_run(call: Callable[[slice, int], object], n_rows: int, row_bytes: int, nbytes: int) -> None:
     """Run a C row kernel over rows ``[0, n_rows)`` of its operands: ``call(rows, threads)`` runs
     it on the rows ``rows`` with up to ``threads`` threads of the C pool. A large call is split
     between the cores by the C pool, or with ``_C_POOL`` off by the Python pool in pieces of
     about ``_ROWS_TASK_BYTES`` (``row_bytes`` per row)."""
-    threads = _c_threads(nbytes)
+    threads = _threads_for(nbytes)
     if threads == 1 or _C_POOL:
         call(slice(None), threads)
         return
@@ -207,7 +203,7 @@ Kernel = Callable[[Sequence[NDArray], NDArray, Axes, NDArray], None]
 #: ``alloc(shape, dtype)``: allocates a kernel's (uninitialised) result.
 Alloc = Callable[[tuple[int, ...], Any], NDArray]
 
-#: ``rows(*operand_rows, out_rows)``: a C row kernel bound to its options.
+#: ``rows(*operand_rows, out_rows, threads)``: a C row kernel bound to its options.
 RowsKernel = Callable[..., object]
 
 
